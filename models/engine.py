@@ -1,0 +1,79 @@
+"""One accepted click, end to end, without I/O: session step, learn, refresh, recommend.
+
+The Faust agent and the offline replay both call ``Engine.click``; whatever one does with a
+click, the other does too. The engine holds the shared model; visitor states live with the
+caller (a Faust table, or a dict in the replay).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from models.recommender import Recommendation, Recommender, RecommenderConfig
+from models.session import (
+    Accepted,
+    Click,
+    Closed,
+    Output,
+    SessionConfig,
+    VisitorState,
+    step,
+    sweep,
+)
+
+
+@dataclass
+class ClickResult:
+    state: VisitorState
+    outputs: list[Output]
+    accepted: Accepted | None = None
+    recommendation: Recommendation | None = None
+    loss: float = 0.0
+    closed: list[Closed] = field(default_factory=list)
+
+
+class Engine:
+    """Sessions + model: ``click`` for each click, ``sweep`` as time passes."""
+
+    def __init__(
+        self,
+        session: SessionConfig | None = None,
+        recommender: RecommenderConfig | None = None,
+        k: int = 20,
+        learn: bool = True,
+    ) -> None:
+        self.session_config = session or SessionConfig()
+        self.model = Recommender(recommender)
+        self.k = k
+        self.learning = learn
+
+    def click(
+        self,
+        state: VisitorState | None,
+        click: Click,
+        watermark: float,
+        clock: float,
+        now_wall: float = 0.0,
+        recommend: bool = True,
+    ) -> ClickResult:
+        """Apply a click. ``clock`` drives the index refresh cadence (event time in a replay,
+        monotonic wall time in the worker); ``watermark`` is the partition's event-time high."""
+        new_state, outputs = step(state, click, self.session_config, watermark, now_wall)
+        result = ClickResult(new_state, outputs)
+        for out in outputs:
+            if isinstance(out, Closed):
+                result.closed.append(out)
+            elif isinstance(out, Accepted):
+                result.accepted = out
+                if self.learning:
+                    result.loss = self.model.learn(click.item_id, out.context)
+                self.model.maybe_refresh(clock)
+                if recommend:
+                    assert new_state.session is not None
+                    result.recommendation = self.model.recommend(new_state.session.items, self.k)
+        return result
+
+    def sweep(
+        self, state: VisitorState, watermark: float, now_wall: float | None = None
+    ) -> tuple[VisitorState | None, list[Closed]]:
+        return sweep(state, self.session_config, watermark, now_wall)

@@ -1,0 +1,182 @@
+"""Item vectors learned online from sessions (item2vec / prod2vec with SGNS).
+
+``ItemVectors`` owns the growing vocabulary and the two vector tables; ``learn`` trains one
+click against the items before it in its session. The vocabulary grows in place (capacity
+doubles), so a never-seen item can be learned and served at once without a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from models.sgns import FloatArray, IntArray, sgns_step
+
+
+@dataclass(frozen=True)
+class Item2VecConfig:
+    """Learning settings (constructor arguments are the settings)."""
+
+    dim: int = 64
+    window: int = 5
+    negatives: int = 5
+    learning_rate: float = 0.025
+    min_learning_rate: float = 0.0025
+    """The rate decays per item as 1/sqrt(count) towards this floor (frequent items settle)."""
+    power: float = 0.75
+    """Negatives are drawn from counts**power (word2vec's smoothed unigram)."""
+    seed: int = 0
+
+
+class Vocabulary:
+    """Item id <-> row, with click counts; rows are never reused."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.counts = np.zeros(1024, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def get(self, item_id: str) -> int | None:
+        return self.index.get(item_id)
+
+    def add(self, item_id: str) -> tuple[int, bool]:
+        """Row of ``item_id``, adding it if new; returns (row, was_new)."""
+        row = self.index.get(item_id)
+        if row is not None:
+            return row, False
+        row = len(self.ids)
+        self.index[item_id] = row
+        self.ids.append(item_id)
+        if row >= len(self.counts):
+            grown = np.zeros(len(self.counts) * 2, dtype=np.float64)
+            grown[: len(self.counts)] = self.counts
+            self.counts = grown
+        return row, True
+
+
+class UnigramSampler:
+    """Draws negatives from counts**power over the counts seen so far.
+
+    The cumulative table is rebuilt when the counts have moved enough since the last build
+    (every ``max(rebuild_min, n_items / 8)`` observations), which keeps the cost per click
+    constant amortised while the distribution tracks the stream; items seen since the last
+    build are drawable from the next one on.
+    """
+
+    def __init__(self, power: float = 0.75, rebuild_min: int = 256) -> None:
+        self.power = power
+        self.rebuild_min = rebuild_min
+        self._cum: npt.NDArray[np.float64] = np.zeros(0)
+        self._since = 0
+        self._n_at_build = 0
+
+    def observe(self, counts: npt.NDArray[np.float64], n_items: int, n: int = 1) -> None:
+        self._since += n
+        if self._since >= max(self.rebuild_min, n_items // 8) or self._n_at_build == 0:
+            self.rebuild(counts, n_items)
+
+    def rebuild(self, counts: npt.NDArray[np.float64], n_items: int) -> None:
+        self._cum = np.cumsum(counts[:n_items] ** self.power)
+        self._since = 0
+        self._n_at_build = n_items
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, ...]) -> IntArray:
+        if self._n_at_build == 0:
+            return np.zeros(shape, dtype=np.int64)
+        u = rng.random(shape) * self._cum[-1]
+        out: IntArray = np.searchsorted(self._cum, u, side="right").astype(np.int64)
+        np.minimum(out, self._n_at_build - 1, out=out)
+        return out
+
+
+class ItemVectors:
+    """The online item2vec model: vocabulary, input and output tables, and the learner."""
+
+    def __init__(self, config: Item2VecConfig | None = None) -> None:
+        self.config = config or Item2VecConfig()
+        self.vocab = Vocabulary()
+        self.rng = np.random.default_rng(self.config.seed)
+        self.sampler = UnigramSampler(self.config.power)
+        cap = 1024
+        self.w_in: FloatArray = np.zeros((cap, self.config.dim), dtype=np.float32)
+        self.w_out: FloatArray = np.zeros((cap, self.config.dim), dtype=np.float32)
+        self.updates = 0
+        """SGD pair updates applied so far."""
+        self.version = 0
+        """Bumped on every change to the tables (the model version published with suggestions)."""
+        self.loss_ema = 0.0
+        self._dirty: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def _grow(self, need: int) -> None:
+        cap = self.w_in.shape[0]
+        if need <= cap:
+            return
+        while cap < need:
+            cap *= 2
+        for name in ("w_in", "w_out"):
+            old = getattr(self, name)
+            new = np.zeros((cap, self.config.dim), dtype=np.float32)
+            new[: old.shape[0]] = old
+            setattr(self, name, new)
+
+    def upsert(self, item_id: str) -> int:
+        """Row of ``item_id``; a new item gets a small random input vector and a zero output vector."""
+        row, new = self.vocab.add(item_id)
+        if new:
+            self._grow(row + 1)
+            d = self.config.dim
+            self.w_in[row] = (self.rng.random(d, dtype=np.float32) - 0.5) / d
+            self._dirty.add(row)
+        return row
+
+    def row(self, item_id: str) -> int | None:
+        return self.vocab.get(item_id)
+
+    def learn(self, item_id: str, context: tuple[str, ...] | list[str]) -> float:
+        """Train the click on ``item_id`` against the items before it (last ``window`` of them).
+
+        Each (earlier -> this) pair gets one SGD step with its own negatives. Returns the
+        loss before the step (0.0 when there was nothing to learn from).
+        """
+        cfg = self.config
+        target = self.upsert(item_id)
+        self.vocab.counts[target] += 1.0
+        self.sampler.observe(self.vocab.counts, len(self.vocab))
+        window = [c for c in context[-cfg.window :] if c != item_id]
+        if not window:
+            return 0.0
+        inputs = np.fromiter((self.upsert(c) for c in window), dtype=np.int64, count=len(window))
+        p = len(inputs)
+        targets = np.full(p, target, dtype=np.int64)
+        negatives = self.sampler.draw(self.rng, (p, cfg.negatives))
+        clash = negatives == target
+        if clash.any():
+            negatives[clash] = self.sampler.draw(self.rng, (int(clash.sum()),))
+        counts = self.vocab.counts[inputs]
+        lr = np.maximum(cfg.min_learning_rate, cfg.learning_rate / np.sqrt(np.maximum(counts, 1.0)))
+        loss = sgns_step(self.w_in, self.w_out, inputs, targets, negatives, lr.astype(np.float32))
+        self.updates += p
+        self.version += 1
+        self._dirty.update(inputs.tolist())
+        self._dirty.add(target)
+        self._dirty.update(negatives.reshape(-1).tolist())
+        pair_loss = loss / p
+        self.loss_ema = pair_loss if self.updates == p else 0.99 * self.loss_ema + 0.01 * pair_loss
+        return loss
+
+    def take_dirty(self) -> list[int]:
+        """Rows changed since the last call (the index refresh reads this), sorted."""
+        rows = sorted(self._dirty)
+        self._dirty.clear()
+        return rows
+
+    def item_ids(self, rows: npt.NDArray[np.int64] | list[int]) -> list[str]:
+        return [self.vocab.ids[int(r)] for r in rows]

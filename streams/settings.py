@@ -1,0 +1,145 @@
+"""Every knob, read from ``SESSIONREC_*`` environment variables in this one place.
+
+``Settings.from_env()`` is the only reader of the environment; everything else receives a
+``Settings`` (or the model configs it builds) as data. This module imports no Kafka or Faust,
+so the offline replay uses the same defaults as the worker.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from models.index import IndexConfig
+from models.item2vec import Item2VecConfig
+from models.recommender import RecommenderConfig
+from models.session import SessionConfig
+from streams.codec import Limits
+
+PREFIX = "SESSIONREC_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings; the environment variable of ``field_name`` is ``SESSIONREC_FIELD_NAME``."""
+
+    # Kafka
+    broker: str = "kafka://127.0.0.1:9092"
+    app_id: str = "sessionrec"
+    clicks_topic: str = "clicks"
+    recommendations_topic: str = "recommendations"
+    sessions_topic: str = "sessions"
+    dlq_topic: str = "clicks-dlq"
+    partitions: int = 4
+    # Worker
+    web_port: int = 6066
+    web_host: str = "0.0.0.0"
+    data_dir: str = "./data"
+    log_level: str = "info"
+    sweep_interval_s: float = 5.0
+    # Sessions
+    session_gap_s: float = 1800.0
+    late_tolerance_s: float = 3600.0
+    session_cap: int = 200
+    dedupe_ids: int = 256
+    # Input limits
+    max_payload_bytes: int = 4096
+    max_id_len: int = 256
+    future_tolerance_s: float = 300.0
+    # Learning
+    dim: int = 64
+    window: int = 5
+    negatives: int = 5
+    learning_rate: float = 0.025
+    min_learning_rate: float = 0.0025
+    seed: int = 0
+    # Index and ranking
+    k: int = 20
+    index_refresh_s: float = 0.5
+    index_space: str = "ip"
+    index_m: int = 16
+    index_ef: int = 100
+    index_drift_tol: float = 0.05
+    candidates: int = 100
+    query_items: int = 5
+    recency_decay: float = 0.7
+    exclude_seen: bool = False
+    seen_boost: float = 0.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, overridden by ``SESSIONREC_*`` variables, overridden by ``overrides``."""
+        src = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = src.get(PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _convert(f.name, raw, type(getattr(cls, f.name)))
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def broker_address(self) -> str:
+        """host:port, as kafka-python wants it."""
+        return self.broker.split("://", 1)[-1].split(";")[0]
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.data_dir)
+
+    def session_config(self) -> SessionConfig:
+        return SessionConfig(
+            gap_s=self.session_gap_s,
+            late_tolerance_s=self.late_tolerance_s,
+            cap=self.session_cap,
+            dedupe_ids=self.dedupe_ids,
+        )
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_payload_bytes=self.max_payload_bytes,
+            max_id_len=self.max_id_len,
+            future_tolerance_s=self.future_tolerance_s,
+        )
+
+    def recommender_config(self) -> RecommenderConfig:
+        return RecommenderConfig(
+            item2vec=Item2VecConfig(
+                dim=self.dim,
+                window=self.window,
+                negatives=self.negatives,
+                learning_rate=self.learning_rate,
+                min_learning_rate=self.min_learning_rate,
+                seed=self.seed,
+            ),
+            index=IndexConfig(
+                space=self.index_space,
+                m=self.index_m,
+                ef=self.index_ef,
+                drift_tol=self.index_drift_tol,
+                seed=self.seed,
+            ),
+            refresh_interval_s=self.index_refresh_s,
+            candidates=self.candidates,
+            query_items=self.query_items,
+            recency_decay=self.recency_decay,
+            exclude_seen=self.exclude_seen,
+            seen_boost=self.seen_boost,
+        )
+
+
+def _convert(name: str, raw: str, kind: type) -> Any:
+    try:
+        if kind is bool:
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except ValueError as exc:
+        raise ValueError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
