@@ -11,25 +11,40 @@ from heapq import nlargest
 
 
 class Popularity:
-    """Most clicked items so far."""
+    """Most clicked items so far.
+
+    The top list is kept up to date click by click: counts only grow, so only the clicked
+    item can move, and it can only move up (re-ranking everything per click dominated the
+    whole offline replay).
+    """
 
     name = "pop"
+    keep = 100
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self._top: list[tuple[str, float]] = []
-        self._dirty = True
+        self._top: list[tuple[int, str]] = []
+        """(count, item) of the ``keep`` best by (count, item), best first."""
 
     def learn(self, item_id: str, context: tuple[str, ...] | list[str]) -> None:
-        self.counts[item_id] += 1
-        self._dirty = True
+        c = self.counts[item_id] + 1
+        self.counts[item_id] = c
+        top = self._top
+        if any(i == item_id for _, i in top):
+            top[:] = [(c, i) if i == item_id else (n, i) for n, i in top]
+        elif len(top) < self.keep:
+            top.append((c, item_id))
+        elif (c, item_id) > top[-1]:
+            top[-1] = (c, item_id)
+        else:
+            return
+        top.sort(reverse=True)
 
     def recommend(self, session_items: list[str] | tuple[str, ...], k: int) -> list[tuple[str, float]]:
-        if self._dirty or len(self._top) < k:
-            self._top = [(i, float(c)) for i, c in nlargest(max(k, 100), self.counts.items(),
-                                                           key=lambda t: (t[1], t[0]))]
-            self._dirty = False
-        return self._top[:k]
+        if k > len(self._top) and len(self.counts) > len(self._top):
+            best = nlargest(k, self.counts.items(), key=lambda t: (t[1], t[0]))
+            return [(i, float(c)) for i, c in best]
+        return [(i, float(c)) for c, i in self._top[:k]]
 
 
 class SequentialRules:

@@ -3,6 +3,12 @@
 ``ItemVectors`` owns the growing vocabulary and the two vector tables; ``learn`` trains one
 click against the items before it in its session. The vocabulary grows in place (capacity
 doubles), so a never-seen item can be learned and served at once without a restart.
+
+One pass over a stream sees each transition once, which leaves rare transitions
+under-trained compared with an offline model run for many epochs. A bounded replay buffer of
+recent pairs gives every click a few extra SGD steps on pairs seen shortly before, in the
+same batched step, so the learner stays online and one-pass over the stream while each pair
+gets several (decaying-in-time) looks.
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ class Item2VecConfig:
     """The rate decays per item as 1/sqrt(count) towards this floor (frequent items settle)."""
     power: float = 0.75
     """Negatives are drawn from counts**power (word2vec's smoothed unigram)."""
+    distance_power: float = 0.0
+    """A pair ``d`` clicks apart trains with rate * d**-distance_power (0: all pairs alike)."""
+    replay_pairs: int = 0
+    """Extra pairs replayed from the buffer with each click (0: no replay)."""
+    replay_buffer: int = 20_000
+    """How many recent pairs the replay buffer keeps."""
     seed: int = 0
 
 
@@ -86,12 +98,36 @@ class UnigramSampler:
         self._n_at_build = n_items
 
     def draw(self, rng: np.random.Generator, shape: tuple[int, ...]) -> IntArray:
-        if self._n_at_build == 0:
+        if self._n_at_build == 0 or self._cum[-1] <= 0:
             return np.zeros(shape, dtype=np.int64)
         u = rng.random(shape) * self._cum[-1]
         out: IntArray = np.searchsorted(self._cum, u, side="right").astype(np.int64)
         np.minimum(out, self._n_at_build - 1, out=out)
         return out
+
+
+class ReplayBuffer:
+    """The last ``size`` (input, target, rate scale) pairs, in a ring."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(size, 1)
+        self.inputs = np.zeros(self.size, dtype=np.int64)
+        self.targets = np.zeros(self.size, dtype=np.int64)
+        self.scales = np.zeros(self.size, dtype=np.float32)
+        self.n = 0
+        self._pos = 0
+
+    def push(self, inputs: IntArray, targets: IntArray, scales: FloatArray) -> None:
+        for lo in range(0, len(inputs), self.size):
+            i, t, s = inputs[lo : lo + self.size], targets[lo : lo + self.size], scales[lo : lo + self.size]
+            idx = (self._pos + np.arange(len(i))) % self.size
+            self.inputs[idx], self.targets[idx], self.scales[idx] = i, t, s
+            self._pos = int((self._pos + len(i)) % self.size)
+            self.n = min(self.n + len(i), self.size)
+
+    def sample(self, rng: np.random.Generator, m: int) -> tuple[IntArray, IntArray, FloatArray]:
+        pick = rng.integers(0, self.n, size=m)
+        return self.inputs[pick], self.targets[pick], self.scales[pick]
 
 
 class ItemVectors:
@@ -102,6 +138,7 @@ class ItemVectors:
         self.vocab = Vocabulary()
         self.rng = np.random.default_rng(self.config.seed)
         self.sampler = UnigramSampler(self.config.power)
+        self.replay = ReplayBuffer(self.config.replay_buffer)
         cap = 1024
         self.w_in: FloatArray = np.zeros((cap, self.config.dim), dtype=np.float32)
         self.w_out: FloatArray = np.zeros((cap, self.config.dim), dtype=np.float32)
@@ -143,33 +180,50 @@ class ItemVectors:
     def learn(self, item_id: str, context: tuple[str, ...] | list[str]) -> float:
         """Train the click on ``item_id`` against the items before it (last ``window`` of them).
 
-        Each (earlier -> this) pair gets one SGD step with its own negatives. Returns the
-        loss before the step (0.0 when there was nothing to learn from).
+        Each (earlier -> this) pair gets one SGD step with its own negatives, together with
+        ``replay_pairs`` pairs replayed from the buffer. Returns the summed loss of the fresh
+        pairs before the step (0.0 when there was nothing to learn from).
         """
         cfg = self.config
         target = self.upsert(item_id)
         self.vocab.counts[target] += 1.0
         self.sampler.observe(self.vocab.counts, len(self.vocab))
-        window = [c for c in context[-cfg.window :] if c != item_id]
+        recent = context[-cfg.window :]
+        n_ctx = len(recent)
+        window = [(c, n_ctx - j) for j, c in enumerate(recent) if c != item_id]
         if not window:
             return 0.0
-        inputs = np.fromiter((self.upsert(c) for c in window), dtype=np.int64, count=len(window))
+        inputs = np.fromiter((self.upsert(c) for c, _ in window), dtype=np.int64, count=len(window))
         p = len(inputs)
         targets = np.full(p, target, dtype=np.int64)
-        negatives = self.sampler.draw(self.rng, (p, cfg.negatives))
-        clash = negatives == target
+        if cfg.distance_power:
+            dist = np.fromiter((d for _, d in window), dtype=np.float32, count=p)
+            scales = dist ** np.float32(-cfg.distance_power)
+        else:
+            scales = np.ones(p, dtype=np.float32)
+        fresh = (inputs, targets, scales)
+        if cfg.replay_pairs and self.replay.n:
+            r_in, r_tg, r_sc = self.replay.sample(self.rng, cfg.replay_pairs)
+            inputs = np.concatenate([inputs, r_in])
+            targets = np.concatenate([targets, r_tg])
+            scales = np.concatenate([scales, r_sc])
+        self.replay.push(*fresh) if cfg.replay_pairs else None
+        n_pairs = len(inputs)
+        negatives = self.sampler.draw(self.rng, (n_pairs, cfg.negatives))
+        clash = negatives == targets[:, None]
         if clash.any():
             negatives[clash] = self.sampler.draw(self.rng, (int(clash.sum()),))
         counts = self.vocab.counts[inputs]
         lr = np.maximum(cfg.min_learning_rate, cfg.learning_rate / np.sqrt(np.maximum(counts, 1.0)))
-        loss = sgns_step(self.w_in, self.w_out, inputs, targets, negatives, lr.astype(np.float32))
-        self.updates += p
+        lr = (lr * scales).astype(np.float32)
+        loss = sgns_step(self.w_in, self.w_out, inputs, targets, negatives, lr)
+        self.updates += n_pairs
         self.version += 1
         self._dirty.update(inputs.tolist())
-        self._dirty.add(target)
+        self._dirty.update(targets.tolist())
         self._dirty.update(negatives.reshape(-1).tolist())
-        pair_loss = loss / p
-        self.loss_ema = pair_loss if self.updates == p else 0.99 * self.loss_ema + 0.01 * pair_loss
+        pair_loss = loss / n_pairs
+        self.loss_ema = pair_loss if self.updates == n_pairs else 0.99 * self.loss_ema + 0.01 * pair_loss
         return loss
 
     def take_dirty(self) -> list[int]:

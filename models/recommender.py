@@ -4,15 +4,24 @@
 answers "what next?" for a live session. The worker and the offline replay (``evaluate``)
 call exactly these, so offline quality is the quality the worker serves.
 
-Ranking: the session query is a recency-weighted sum of the *input* vectors of its latest
+Ranking: the session query is a recency-weighted mean of the *input* vectors of its latest
 items; HNSW returns candidates by inner product against *output* vectors (the direction
-SGNS trained: earlier item -> later item); candidates are re-scored exactly against the
-current vectors, and the session's own items may get a re-click bonus. When none of the
-session's items has a trained vector, the answer is the popularity list.
+SGNS trained: earlier item -> later item); candidates, plus the session's own items, are
+re-scored exactly against the current vectors:
+
+    score(c) = q . out(c) + popularity_weight * log(1 + clicks(c)) + seen(c)
+
+SGNS drives ``in(a) . out(c)`` towards PMI(a, c) - log(negatives), so adding the log of the
+item's click count turns the score into (up to a constant) log P(c | a): the vectors carry
+the association and the count carries the base rate. ``seen(c)`` is a bonus for items
+already in the session, decaying with how long ago they were clicked (re-clicks are a large
+share of next clicks in e-commerce logs). When none of the session's items has a trained
+vector, the answer is the popularity list.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,6 +29,7 @@ import numpy as np
 
 from models.index import IndexConfig, VectorIndex
 from models.item2vec import Item2VecConfig, ItemVectors
+from models.sgns import FloatArray, IntArray
 
 Source = Literal["model", "fallback"]
 
@@ -35,9 +45,13 @@ class RecommenderConfig:
     candidates: int = 100
     query_items: int = 5
     recency_decay: float = 0.7
+    popularity_weight: float = 0.0
+    """Weight of log(1 + clicks) in the score (0: vectors only)."""
     exclude_seen: bool = False
     seen_boost: float = 0.0
-    """Added to the score of items already in the session (a re-click is often next)."""
+    """Added to the score of the session's latest item; older session items get it times
+    ``seen_decay`` per step back (a re-click is often next)."""
+    seen_decay: float = 0.5
     min_count: int = 1
     """An item needs this many clicks before its vector is trusted for a query."""
     popularity_half_life_clicks: float = 100_000.0
@@ -53,6 +67,9 @@ class Recommendation:
 class Recommender:
     """Learns from clicks and recommends next items for a session."""
 
+    popular_keep = 200
+    """How many of the most popular items are kept ranked for the fallback."""
+
     def __init__(self, config: RecommenderConfig | None = None) -> None:
         self.config = config or RecommenderConfig()
         self.vectors = ItemVectors(self.config.item2vec)
@@ -60,8 +77,8 @@ class Recommender:
         self.popularity = np.zeros(1024, dtype=np.float64)
         self._pop_scale = 1.0
         self._pop_growth = 2.0 ** (1.0 / self.config.popularity_half_life_clicks)
-        self._popular: list[tuple[str, float]] = []
-        self._popular_stale = True
+        self._top: IntArray = np.zeros(0, dtype=np.int64)
+        """Rows of the most popular items, best first (kept up to date click by click)."""
         self._last_refresh: float | None = None
         self.clicks_learned = 0
 
@@ -81,16 +98,25 @@ class Recommender:
             self.popularity /= self._pop_scale
             self._pop_scale = 1.0
         self.popularity[row] += self._pop_scale
-        self._popular_stale = True
+        self._bump_popular(row)
         self.clicks_learned += 1
         return loss
+
+    def _bump_popular(self, row: int) -> None:
+        """Keep the top list exact: only the clicked item's weight rose, so only it can move."""
+        top, pop = self._top, self.popularity
+        if not (top == row).any():
+            if len(top) >= self.popular_keep:
+                if (pop[row], -row) <= (pop[top[-1]], -int(top[-1])):
+                    return
+                top = top[:-1]
+            top = np.append(top, row)
+        self._top = top[np.lexsort((top, -pop[top]))]
 
     # -- index ----------------------------------------------------------------------------
     def refresh(self) -> int:
         """Push changed vectors into the index now; returns points written."""
-        written = self.index.refresh(self.vectors.w_out, self.vectors.take_dirty())
-        self._update_popular()
-        return written
+        return self.index.refresh(self.vectors.w_out, self.vectors.take_dirty())
 
     def maybe_refresh(self, now: float) -> int:
         """Refresh when ``refresh_interval_s`` has passed on the caller's clock."""
@@ -99,74 +125,88 @@ class Recommender:
             return self.refresh()
         return 0
 
-    def _update_popular(self) -> None:
-        if not self._popular_stale:
-            return
-        n = len(self.vectors)
-        k = min(200, n)
-        if k == 0:
-            self._popular = []
-            return
-        pop = self.popularity[:n]
-        top = np.argpartition(-pop, k - 1)[:k]
-        top = top[np.lexsort((top, -pop[top]))]
-        total = float(pop.sum()) or 1.0
-        ids = self.vectors.item_ids(top)
-        self._popular = [(ids[i], float(pop[r] / total)) for i, r in enumerate(top)]
-        self._popular_stale = False
-
     def popular(self, k: int) -> list[tuple[str, float]]:
-        if self._popular_stale and len(self._popular) < k:
-            self._update_popular()
-        return self._popular[:k]
+        """The ``k`` most clicked items (recent clicks weigh more), with their share."""
+        n = len(self.vectors)
+        pop = self.popularity[:n]
+        if k <= len(self._top) or n <= len(self._top):
+            top = self._top[:k]
+        else:
+            top = np.argpartition(-pop, k - 1)[:k]
+            top = top[np.lexsort((top, -pop[top]))]
+        total = float(pop.sum()) or 1.0
+        ids = self.vectors.vocab.ids
+        return [(ids[int(r)], float(pop[r] / total)) for r in top]
 
     # -- serving --------------------------------------------------------------------------
+    def _query(self, session_items: list[str] | tuple[str, ...]) -> tuple[FloatArray | None, dict[int, int]]:
+        """The session's query vector (None if no item is known) and its items' recency ranks."""
+        cfg = self.config
+        vec = self.vectors
+        rows: list[int] = []
+        weights: list[float] = []
+        seen: dict[int, int] = {}
+        w = 1.0
+        names: set[str] = set()
+        for item in reversed(session_items):
+            if item in names:
+                continue
+            names.add(item)
+            r = vec.row(item)
+            if r is None:
+                w *= cfg.recency_decay
+                continue
+            seen[r] = len(names) - 1
+            if len(rows) < cfg.query_items and vec.vocab.counts[r] >= cfg.min_count:
+                rows.append(r)
+                weights.append(w)
+            w *= cfg.recency_decay
+        if not rows:
+            return None, seen
+        wts = np.asarray(weights, dtype=np.float32)
+        q: FloatArray = (wts[:, None] * vec.w_in[rows]).sum(axis=0) / np.float32(wts.sum())
+        return q, seen
+
+    def _candidates(self, q: FloatArray) -> IntArray:
+        """Rows the index proposes for ``q`` (approximate, by the indexed vectors)."""
+        n_items = len(self.vectors)
+        labels, _ = self.index.query(q, self.config.candidates, fallback=self.vectors.w_out[:n_items])
+        return labels
+
+    def score(self, q: FloatArray, rows: IntArray, seen: dict[int, int]) -> FloatArray:
+        """Exact scores of ``rows`` against the current vectors and counts."""
+        cfg = self.config
+        vec = self.vectors
+        scores: FloatArray = vec.w_out[rows] @ q
+        if cfg.popularity_weight:
+            scores += np.float32(cfg.popularity_weight) * np.log1p(vec.vocab.counts[rows]).astype(np.float32)
+        if cfg.seen_boost and seen:
+            for j, r in enumerate(rows.tolist()):
+                rank = seen.get(r)
+                if rank is not None:
+                    scores[j] += cfg.seen_boost * cfg.seen_decay**rank
+        return scores
+
     def recommend(self, session_items: list[str] | tuple[str, ...], k: int) -> Recommendation:
         """Top ``k`` next items for a session whose clicks so far are ``session_items``."""
         cfg = self.config
         vec = self.vectors
         version = vec.version
-        rows: list[int] = []
-        weights: list[float] = []
-        w = 1.0
-        seen: set[str] = set()
-        for item in reversed(session_items):
-            if len(rows) >= cfg.query_items:
-                break
-            if item in seen:
-                continue
-            seen.add(item)
-            r = vec.row(item)
-            if r is not None and vec.vocab.counts[r] >= cfg.min_count:
-                rows.append(r)
-                weights.append(w)
-            w *= cfg.recency_decay
         exclude = set(session_items) if cfg.exclude_seen else set()
-        if not rows:
+        q, seen = self._query(session_items)
+        if q is None:
             return Recommendation(self._fill([], k, exclude), "fallback", version)
-        q = (np.asarray(weights, dtype=np.float32)[:, None] * vec.w_in[rows]).sum(axis=0)
-        n_items = len(vec)
-        labels, _ = self.index.query(q, cfg.candidates, fallback=vec.w_out[:n_items])
-        cand = set(labels.tolist())
-        if cfg.seen_boost or not cfg.exclude_seen:
-            for item in set(session_items):
-                r = vec.row(item)
-                if r is not None:
-                    cand.add(r)
-        if not cand:
+        labels = self._candidates(q)
+        extra = [] if cfg.exclude_seen else list(seen)
+        cand_rows = np.unique(np.concatenate([labels, np.asarray(extra, dtype=np.int64)]))
+        if cand_rows.size == 0:
             return Recommendation(self._fill([], k, exclude), "fallback", version)
-        cand_rows = np.fromiter(sorted(cand), dtype=np.int64)
-        scores = vec.w_out[cand_rows] @ q
-        if cfg.seen_boost:
-            session_set = set(session_items)
-            ids_all = vec.item_ids(cand_rows)
-            boost = np.fromiter((cfg.seen_boost if i in session_set else 0.0 for i in ids_all),
-                                dtype=np.float32, count=len(ids_all))
-            scores = scores + boost
+        scores = self.score(q, cand_rows, seen)
         order = np.lexsort((cand_rows, -scores))
         ranked: list[tuple[str, float]] = []
-        for j in order:
-            item = vec.vocab.ids[int(cand_rows[j])]
+        ids = vec.vocab.ids
+        for j in order[: k + len(exclude)]:
+            item = ids[int(cand_rows[j])]
             if item in exclude:
                 continue
             ranked.append((item, float(scores[j])))
@@ -190,3 +230,6 @@ class Recommender:
                 ranked.append((item, base + share))
                 have.add(item)
         return ranked
+
+
+_ = math  # reserved for schedule helpers

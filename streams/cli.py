@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -61,9 +62,134 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings() -> Any:
+    from streams.settings import Settings
+
+    return Settings.from_env()
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from streams.broker import ensure_topics, port_open, start_broker, stop_process
+
+    settings = _settings()
+    address = settings.broker_address
+    if port_open(address):
+        print(f"a broker already listens on {address}")
+        ensure_topics(settings)
+        return 0
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    proc = start_broker(address, settings.state_dir / "broker.log")
+    ensure_topics(settings)
+    (settings.state_dir / "broker.pid").write_text(str(proc.pid))
+    print(f"broker (tansu, in-memory) ready on {address}, pid {proc.pid}; "
+          f"log {settings.state_dir / 'broker.log'}")
+    if args.foreground:
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            stop_process(proc)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from streams.broker import ensure_topics, wait_ready
+
+    settings = _settings()
+    wait_ready(settings.broker_address, timeout=60)
+    ensure_topics(settings)
+    from streams.app import app
+
+    sys.argv = ["sessionrec", "worker", "-l", settings.log_level]
+    app.main()
+    return 0
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from streams.produce import make_producer, read_clicks, send_clicks, synthetic_clicks
+
+    settings = _settings()
+    if args.synthetic:
+        clicks: Any = synthetic_clicks(args.clicks, args.items, args.seed,
+                                       gap_s=settings.session_gap_s)
+        total = args.clicks
+    elif args.path:
+        clicks = read_clicks(args.path, args.format, args.columns)
+        if args.limit:
+            clicks = clicks[: args.limit]
+        total = len(clicks)
+    else:
+        print("give a file to replay or --synthetic", file=sys.stderr)
+        return 2
+    producer = make_producer(settings.broker_address)
+    with tqdm(total=total, unit="click", disable=not args.progress, file=sys.stderr) as bar:
+        summary = send_clicks(producer, args.topic or settings.clicks_topic, clicks,
+                              rate=args.rate, speedup=args.speedup, progress=bar)
+    producer.close()
+    print(summary.line())
+    return 0
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from streams.watch import format_recommendation, read_records
+
+    settings = _settings()
+    shown = 0
+    for rec in read_records(settings.broker_address, settings.recommendations_topic,
+                            until=(lambda n: bool(args.max) and n >= args.max),
+                            timeout=args.seconds, from_beginning=args.from_beginning):
+        print(format_recommendation(rec.value, args.top), flush=True)
+        shown += 1
+    print(f"watched {shown} suggestions", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(_settings(), seconds=args.seconds, rate=args.rate, items=args.items)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sessionrec", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+
+    br = sub.add_parser("broker", help="start the local Kafka-compatible broker (tansu)")
+    br.add_argument("--foreground", action="store_true", help="stay attached until Ctrl-C")
+    br.set_defaults(func=_cmd_broker)
+
+    wk = sub.add_parser("worker", help="run the Faust worker (same as faust -A streams.app worker)")
+    wk.set_defaults(func=_cmd_worker)
+
+    pr = sub.add_parser("produce", help="replay a click file or a synthetic stream into Kafka")
+    pr.add_argument("path", nargs="?", help="session-rec TSV, CSV or JSON lines")
+    pr.add_argument("--format", choices=["auto", "tsv", "csv", "jsonl"], default="auto")
+    pr.add_argument("--columns", help="CSV column mapping, e.g. visitor_id=user,item_id=sku,ts=time")
+    pr.add_argument("--synthetic", action="store_true", help="generate realistic sessions instead")
+    pr.add_argument("--clicks", type=int, default=10000, help="synthetic clicks to send")
+    pr.add_argument("--items", type=int, default=5000, help="synthetic catalogue size")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--limit", type=int, help="send only the first N clicks of the file")
+    pr.add_argument("--rate", type=float, help="clicks per second (default: flat out)")
+    pr.add_argument("--speedup", type=float, help="event time runs this many times faster")
+    pr.add_argument("--topic", help="override the clicks topic")
+    pr.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                    default=sys.stderr.isatty())
+    pr.set_defaults(func=_cmd_produce)
+
+    wa = sub.add_parser("watch", help="print the suggestions a widget receives")
+    wa.add_argument("--max", type=int, default=0, help="stop after N suggestions")
+    wa.add_argument("--seconds", type=float, default=3600.0, help="stop after this long")
+    wa.add_argument("--top", type=int, default=5, help="items shown per suggestion")
+    wa.add_argument("--from-beginning", action=argparse.BooleanOptionalAction, default=False)
+    wa.set_defaults(func=_cmd_watch)
+
+    de = sub.add_parser("demo", help="broker + worker + synthetic clicks + watch + metrics")
+    de.add_argument("--seconds", type=float, default=60.0, help="how long clicks flow")
+    de.add_argument("--rate", type=float, default=200.0, help="clicks per second")
+    de.add_argument("--items", type=int, default=2000, help="synthetic catalogue size")
+    de.set_defaults(func=_cmd_demo)
 
     ev = sub.add_parser("evaluate", help="replay session-rec TSV files offline and score HR/MRR")
     ev.add_argument("--train", required=True)

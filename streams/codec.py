@@ -29,8 +29,10 @@ REASONS = (
     "timestamp_too_old",
     "timestamp_in_future",
     "late",
+    "processing_error",
 )
-"""Every reason a click can be rejected for, in the order the checks run."""
+"""Every reason a click can be rejected for: the decoder's checks in the order they run, then
+``late`` (from the session state machine) and ``processing_error`` (the worker failed on it)."""
 
 MIN_TS = 946684800.0  # 2000-01-01T00:00:00Z: earlier event times are not real clicks.
 

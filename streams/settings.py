@@ -54,6 +54,9 @@ class Settings:
     negatives: int = 5
     learning_rate: float = 0.025
     min_learning_rate: float = 0.0025
+    distance_power: float = 0.0
+    replay_pairs: int = 0
+    replay_buffer: int = 20_000
     seed: int = 0
     # Index and ranking
     k: int = 20
@@ -65,8 +68,10 @@ class Settings:
     candidates: int = 100
     query_items: int = 5
     recency_decay: float = 0.7
+    popularity_weight: float = 0.0
     exclude_seen: bool = False
     seen_boost: float = 0.0
+    seen_decay: float = 0.5
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -113,6 +118,9 @@ class Settings:
                 negatives=self.negatives,
                 learning_rate=self.learning_rate,
                 min_learning_rate=self.min_learning_rate,
+                distance_power=self.distance_power,
+                replay_pairs=self.replay_pairs,
+                replay_buffer=self.replay_buffer,
                 seed=self.seed,
             ),
             index=IndexConfig(
@@ -126,8 +134,10 @@ class Settings:
             candidates=self.candidates,
             query_items=self.query_items,
             recency_decay=self.recency_decay,
+            popularity_weight=self.popularity_weight,
             exclude_seen=self.exclude_seen,
             seen_boost=self.seen_boost,
+            seen_decay=self.seen_decay,
         )
 
 

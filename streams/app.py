@@ -1,0 +1,133 @@
+"""The Faust app: topics, the sessions table, agents and timers, declared once.
+
+Run with ``sessionrec worker`` or ``faust -A streams.app worker``. All logic lives in
+``streams.handler`` (per message) and ``models`` (sessions, learning, index); this module
+only wires Kafka to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from models.engine import Engine
+from streams import metrics as m
+from streams.handler import ClickHandler, Message
+from streams.settings import Settings
+
+log = logging.getLogger("sessionrec")
+settings = Settings.from_env()
+app = faust.App(
+    settings.app_id,
+    broker=settings.broker,
+    store="memory://",
+    datadir=settings.data_dir,
+    topic_partitions=settings.partitions,
+    web_port=settings.web_port,
+    web_bind=settings.web_host,
+    web_in_thread=False,
+    consumer_auto_offset_reset="earliest",
+    broker_commit_every=1000,
+    broker_commit_interval=1.0,
+)
+
+raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+clicks_topic = app.topic(settings.clicks_topic, partitions=settings.partitions, **raw)
+recommendations_topic = app.topic(settings.recommendations_topic, **raw)
+sessions_topic = app.topic(settings.sessions_topic, **raw)
+dlq_topic = app.topic(settings.dlq_topic, **raw)
+sessions_by_visitor = app.Table("sessions_by_visitor", default=None, partitions=settings.partitions,
+                                key_type=bytes)
+
+engine = Engine(settings.session_config(), settings.recommender_config(), k=settings.k)
+handler = ClickHandler(settings, engine)
+outputs = {t.get_topic_name(): t for t in (recommendations_topic, sessions_topic, dlq_topic)}
+m.BUILD_INFO.info({"version": "0.1.0"})
+m.init_labels(handler.quality.ks)
+
+
+async def publish(messages: list[Message]) -> None:
+    for msg in messages:
+        await outputs[msg.topic].send(key=msg.key, value=msg.value, headers=msg.headers)
+        if msg.click_arrived is not None:
+            sent = time.time()
+            m.REC_LATENCY.observe(max(0.0, sent - msg.click_arrived))
+            if msg.event_ts is not None:
+                m.EVENT_TO_REC.observe(max(0.0, sent - msg.event_ts))
+
+
+@app.agent(clicks_topic)
+async def recommend_next(stream: Any) -> None:
+    """Each click: dead-letter it, drop it as a duplicate, or learn and publish suggestions."""
+    async for event in stream.events():
+        msg = event.message
+        try:
+            out = handler.handle(sessions_by_visitor, event.key, event.value, msg.topic,
+                                 msg.partition, msg.offset, arrived=time.time())
+        except Exception as exc:  # noqa: BLE001 - one bad click must not stop the worker
+            log.exception("click at %s/%d/%d failed", msg.topic, msg.partition, msg.offset)
+            out = [handler.failed(exc, event.key, event.value, msg.topic, msg.partition,
+                                  msg.offset)]
+        await publish(out)
+
+
+@app.timer(settings.sweep_interval_s)
+async def close_idle_sessions() -> None:
+    """Close sessions idle for longer than the gap (event-time watermark or wall clock)."""
+    deletes, messages = handler.sweep(sessions_by_visitor.data)
+    for key, partition in deletes:
+        sessions_by_visitor.data.pop(key, None)
+        if partition >= 0:
+            sessions_by_visitor.send_changelog(partition, key, None, value_serializer="raw")
+    await publish(messages)
+    handler.recount_live(sessions_by_visitor.data)
+
+
+@app.timer(1.0)
+async def observe() -> None:
+    """Model, index and lag gauges."""
+    model = engine.model
+    m.INDEX_ITEMS.set(len(model.index))
+    m.VOCABULARY.set(len(model.vectors))
+    m.INDEX_REFRESH.observe(model.index.last_refresh_s)
+    m.INDEX_STALENESS.set(max(0.0, time.time() - model.index.last_refresh_at)
+                          if model.vectors.version and model.index.last_refresh_at else 0.0)
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        if tp.topic != settings.clicks_topic:
+            continue
+        hw = consumer.highwater(tp)
+        read = consumer._read_offset.get(tp)  # noqa: SLF001 - faust keeps no public position
+        if hw is not None:
+            m.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                max(0, hw - (read + 1 if read is not None else 0)))
+
+
+def is_ready() -> bool:
+    """Partitions assigned, tables recovered, not rebalancing."""
+    try:
+        recovered = app.tables.recovery.completed.is_set()
+        return bool(recovered and not app.rebalancing and app.consumer.assignment())
+    except Exception:  # noqa: BLE001 - not started yet
+        return False
+
+
+@app.page("/metrics")
+async def metrics_page(web: Any, request: Any) -> Any:
+    m.READY.set(1 if is_ready() else 0)
+    return web.bytes(generate_latest(m.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+@app.page("/livez")
+async def livez(web: Any, request: Any) -> Any:
+    return web.json({"status": "alive"})
+
+
+@app.page("/readyz")
+async def readyz(web: Any, request: Any) -> Any:
+    ok = is_ready()
+    return web.json({"ready": ok}, status=200 if ok else 503)
