@@ -143,10 +143,19 @@ class VectorIndex:
                 n = min(k, self._count)
                 if n <= 0:
                     return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-                labels, dists = self._hnsw.knn_query(q2, k=n, num_threads=1)
+                try:
+                    labels, dists = self._hnsw.knn_query(q2, k=n, num_threads=1)
+                except RuntimeError:
+                    # hnswlib found fewer than n reachable points (e.g. ties among many
+                    # equal vectors): answer exactly below rather than fail the click.
+                    labels = None
             finally:
                 self._lock.release()
-            return labels[0].astype(np.int64), dists[0].astype(np.float32)
+            if labels is not None:
+                return labels[0].astype(np.int64), dists[0].astype(np.float32)
+            if fallback is None:
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+            return exact_top_k(fallback, q2[0], k)
         assert fallback is not None
         self.busy_fallbacks += 1
         return exact_top_k(fallback, q2[0], k)
