@@ -6,8 +6,10 @@ import json
 import random
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from streams.local import LocalStack
 from streams.produce import make_producer
@@ -16,6 +18,12 @@ from streams.watch import read_records
 pytestmark = pytest.mark.broker
 
 GAP = 1800.0
+SCHEMAS = Path(__file__).resolve().parent.parent / "streams" / "schemas"
+
+
+def validator(topic: str) -> Draft202012Validator:
+    schema = json.loads((SCHEMAS / f"{topic}.schema.json").read_text())
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 def build_stream(rng: random.Random, base: float) -> tuple[list[dict], list[list[str]]]:
@@ -101,9 +109,11 @@ def test_clicks_to_suggestions_sessions_and_dlq(stack: LocalStack) -> None:
     accepted_ids = [c["event_id"] for c in clicks] + [t["event_id"] for t in ticks]
     recs = {}
     repeats = 0
+    rec_schema = validator("recommendations")
     for r in read_records(stack.address, "recommendations",
                           until=lambda n: n >= len(accepted_ids), timeout=180):
         d = json.loads(r.value)
+        rec_schema.validate(d)
         if d["event_id"] in recs:
             repeats += 1
         recs[d["event_id"]] = d
@@ -125,8 +135,10 @@ def test_clicks_to_suggestions_sessions_and_dlq(stack: LocalStack) -> None:
     assert len(set(all_sids)) == len(all_sids)
 
     dlq = {}
+    dlq_schema = validator("clicks-dlq")
     for r in read_records(stack.address, "clicks-dlq", until=lambda n: n >= len(bad), timeout=60):
         headers = dict(r.headers)
+        dlq_schema.validate({k: v.decode() for k, v in headers.items()})
         dlq[r.value] = headers
     assert set(dlq) == set(bad)
     for value, reason in bad.items():
@@ -139,9 +151,11 @@ def test_clicks_to_suggestions_sessions_and_dlq(stack: LocalStack) -> None:
     by_id = {c["event_id"]: c for c in clicks}
     want = {recs[ids[0]]["session_id"]: ids for ids in expected_sessions}
     closed: dict[str, dict] = {}
+    session_schema = validator("sessions")
     for r in read_records(stack.address, "sessions", timeout=60,
                           until=lambda n: len(closed) >= len(want)):
         d = json.loads(r.value)
+        session_schema.validate(d)
         if d["session_id"] in want:
             assert d["session_id"] not in closed
             closed[d["session_id"]] = d
