@@ -14,6 +14,7 @@ from models.session import (
     Accepted,
     Click,
     Closed,
+    Duplicate,
     Output,
     SessionConfig,
     VisitorState,
@@ -63,6 +64,11 @@ class Engine:
         for out in outputs:
             if isinstance(out, Closed):
                 result.closed.append(out)
+            elif isinstance(out, Duplicate) and out.redelivery and recommend:
+                # The same message again (a crash before its offset was committed): answer
+                # it again, without learning twice; consumers drop the repeated event id.
+                if new_state.session is not None:
+                    result.recommendation = self.model.recommend(new_state.session.items, self.k)
             elif isinstance(out, Accepted):
                 result.accepted = out
                 if self.learning:

@@ -42,6 +42,8 @@ class Click:
     item_id: str
     ts: float
     event_id: str
+    offset: int = -1
+    """Position of the message in its partition, when it came from Kafka (-1 otherwise)."""
 
 
 @dataclass
@@ -64,6 +66,8 @@ class VisitorState:
     visitor_id: str
     session: Session | None = None
     recent_event_ids: list[str] = field(default_factory=list)
+    recent_offsets: list[int] = field(default_factory=list)
+    """The input offset each of ``recent_event_ids`` was accepted from (same order)."""
     last_seen_wall: float = 0.0
     """Wall-clock time the visitor's last click arrived at the worker (for the live-stream sweep)."""
 
@@ -72,6 +76,7 @@ class VisitorState:
         return {
             "v": self.visitor_id,
             "ids": self.recent_event_ids,
+            "offs": self.recent_offsets,
             "wall": self.last_seen_wall,
             "s": None
             if s is None
@@ -104,6 +109,7 @@ class VisitorState:
             visitor_id=d["v"],
             session=session,
             recent_event_ids=list(d.get("ids", [])),
+            recent_offsets=[int(o) for o in d.get("offs", [])],
             last_seen_wall=float(d.get("wall", 0.0)),
         )
 
@@ -121,7 +127,11 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Duplicate:
+    """The event id was accepted before. ``redelivery``: it is the very message accepted
+    before (same offset), read again after a crash or rebalance, not a producer's repeat."""
+
     click: Click
+    redelivery: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,7 +171,10 @@ def step(
     if state is None:
         state = VisitorState(visitor_id=click.visitor_id)
     if click.event_id and click.event_id in state.recent_event_ids:
-        return state, [Duplicate(click)]
+        j = state.recent_event_ids.index(click.event_id)
+        offs = state.recent_offsets
+        again = click.offset >= 0 and j < len(offs) and offs[j] == click.offset
+        return state, [Duplicate(click, redelivery=again)]
     if watermark - click.ts > cfg.late_tolerance_s:
         return state, [
             Late(click, f"event time {watermark - click.ts:.0f}s behind the partition watermark")
@@ -196,9 +209,14 @@ def step(
     state.session = session
     state.last_seen_wall = now_wall
     if click.event_id:
+        if len(state.recent_offsets) != len(state.recent_event_ids):
+            state.recent_offsets = [-1] * len(state.recent_event_ids)
         state.recent_event_ids.append(click.event_id)
+        state.recent_offsets.append(click.offset)
         if len(state.recent_event_ids) > cfg.dedupe_ids:
-            del state.recent_event_ids[: len(state.recent_event_ids) - cfg.dedupe_ids]
+            drop = len(state.recent_event_ids) - cfg.dedupe_ids
+            del state.recent_event_ids[:drop]
+            del state.recent_offsets[:drop]
     outputs.append(Accepted(click, session.session_id, position, context[-cfg.cap :]))
     return state, outputs
 

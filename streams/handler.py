@@ -12,6 +12,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 from models.engine import Engine
+from models.recommender import Recommendation
 from models.session import Click, Closed, Duplicate, Late, VisitorState
 from streams import metrics as m
 from streams.codec import (
@@ -25,7 +26,7 @@ from streams.codec import (
 from streams.quality import OnlineQuality
 from streams.settings import Settings
 
-Table = MutableMapping[bytes, dict]  # type: ignore[type-arg]
+Table = MutableMapping[bytes, dict]
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,8 @@ class ClickHandler:
         if isinstance(decoded, Rejection):
             return [self._reject(decoded.reason, decoded.detail, key, value, topic, partition,
                                  offset)]
-        click = decoded
-        if not click.event_id:
-            click = Click(click.visitor_id, click.item_id, click.ts,
-                          derived_event_id(topic, partition, offset))
+        click = Click(decoded.visitor_id, decoded.item_id, decoded.ts,
+                      decoded.event_id or derived_event_id(topic, partition, offset), offset)
         assert key is not None
         raw_state = table.get(key)
         state = VisitorState.from_dict(raw_state) if raw_state is not None else None
@@ -73,6 +72,9 @@ class ClickHandler:
         out: list[Message] = []
         for o in res.outputs:
             if isinstance(o, Duplicate):
+                if o.redelivery and res.recommendation is not None:
+                    m.CLICKS.labels(outcome="redelivered").inc()
+                    return [self._suggestion(click, res.state, res.recommendation, now)]
                 m.CLICKS.labels(outcome="duplicate").inc()
                 return out
             if isinstance(o, Late):
@@ -102,14 +104,19 @@ class ClickHandler:
         m.TRAINING_LOSS.set(vec.loss_ema)
         m.VOCABULARY.set(len(vec))
         m.MODEL_VERSION.set(rec.model_version)
-        m.RECOMMENDATIONS.labels(source=rec.source).inc()
-        out.append(Message(
-            s.recommendations_topic, key,
-            encode_recommendation(click.visitor_id, acc.session_id, click.event_id, rec.items,
-                                  rec.source, rec.model_version, time.time()),
-            click_arrived=now, event_ts=click.ts,
-        ))
+        out.append(self._suggestion(click, res.state, rec, now))
         return out
+
+    def _suggestion(self, click: Click, state: VisitorState, rec: Recommendation,
+                    arrived: float) -> Message:
+        m.RECOMMENDATIONS.labels(source=rec.source).inc()
+        session_id = state.session.session_id if state.session is not None else ""
+        return Message(
+            self.settings.recommendations_topic, click.visitor_id.encode(),
+            encode_recommendation(click.visitor_id, session_id, click.event_id, rec.items,
+                                  rec.source, rec.model_version, time.time()),
+            click_arrived=arrived, event_ts=click.ts,
+        )
 
     def failed(self, exc: Exception, key: bytes | None, value: bytes | None, topic: str,
                partition: int, offset: int) -> Message:

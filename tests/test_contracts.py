@@ -9,8 +9,14 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from models.session import Closed, Session
-from streams.codec import REASONS, Limits, decode_click, dlq_headers, encode_recommendation
-from streams.codec import encode_session
+from streams.codec import (
+    REASONS,
+    Limits,
+    decode_click,
+    dlq_headers,
+    encode_recommendation,
+    encode_session,
+)
 from streams.settings import Settings
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "streams" / "schemas"

@@ -172,3 +172,11 @@ def test_sessions_respect_cap_order_and_gap(steps: list[tuple[float, str, str]])
             if isinstance(o, Accepted):
                 assert o.position < s.n_clicks
                 assert len(o.context) <= CFG.cap
+
+
+def test_redelivered_message_is_told_apart_from_a_producer_repeat() -> None:
+    state, _ = step(None, Click("v", "a", 100.0, "e1", offset=41), CFG, 100.0)
+    _, again = step(state, Click("v", "a", 100.0, "e1", offset=41), CFG, 100.0)
+    _, repeat = step(state, Click("v", "a", 100.0, "e1", offset=42), CFG, 100.0)
+    assert again == [Duplicate(Click("v", "a", 100.0, "e1", offset=41), redelivery=True)]
+    assert repeat == [Duplicate(Click("v", "a", 100.0, "e1", offset=42), redelivery=False)]
