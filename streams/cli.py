@@ -151,6 +151,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(), seconds=args.seconds, rate=args.rate, items=args.items)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from streams.bench import bench_core, print_lines
+
+    if args.kind == "core":
+        print_lines(bench_core(args.path, args.clicks, args.items, args.dim, seed=args.seed,
+                               gensim=args.gensim))
+        return 0
+    from streams.bench_e2e import bench_e2e
+
+    print_lines(bench_e2e(seconds=args.seconds, items=args.items))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sessionrec", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -190,6 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--rate", type=float, default=200.0, help="clicks per second")
     de.add_argument("--items", type=int, default=2000, help="synthetic catalogue size")
     de.set_defaults(func=_cmd_demo)
+
+    bn = sub.add_parser("bench", help="benchmarks that print JSON lines (core: no Kafka; e2e)")
+    bn.add_argument("kind", choices=["core", "e2e"])
+    bn.add_argument("path", nargs="?", help="core: a session-rec TSV to use instead of synthetic")
+    bn.add_argument("--clicks", type=int, default=1_000_000)
+    bn.add_argument("--items", type=int, default=100_000)
+    bn.add_argument("--dim", type=int, default=64)
+    bn.add_argument("--seed", type=int, default=0)
+    bn.add_argument("--seconds", type=float, default=20.0, help="e2e: seconds per phase")
+    bn.add_argument("--gensim", action=argparse.BooleanOptionalAction, default=True)
+    bn.set_defaults(func=_cmd_bench)
 
     ev = sub.add_parser("evaluate", help="replay session-rec TSV files offline and score HR/MRR")
     ev.add_argument("--train", required=True)
