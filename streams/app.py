@@ -35,7 +35,8 @@ app = faust.App(
     broker_commit_interval=1.0,
 )
 
-raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+                       "value_serializer": "raw"}
 clicks_topic = app.topic(settings.clicks_topic, partitions=settings.partitions, **raw)
 recommendations_topic = app.topic(settings.recommendations_topic, **raw)
 sessions_topic = app.topic(settings.sessions_topic, **raw)

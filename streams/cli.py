@@ -158,6 +158,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print_lines(bench_core(args.path, args.clicks, args.items, args.dim, seed=args.seed,
                                gensim=args.gensim))
         return 0
+    if args.kind == "kafka-replay":
+        from streams.bench_e2e import bench_replay
+
+        if not (args.path and args.test):
+            print("kafka-replay needs TRAIN.tsv and --test TEST.tsv", file=sys.stderr)
+            return 2
+        print_lines(bench_replay(args.path, args.test))
+        return 0
     from streams.bench_e2e import bench_e2e
 
     print_lines(bench_e2e(seconds=args.seconds, items=args.items))
@@ -205,8 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     de.set_defaults(func=_cmd_demo)
 
     bn = sub.add_parser("bench", help="benchmarks that print JSON lines (core: no Kafka; e2e)")
-    bn.add_argument("kind", choices=["core", "e2e"])
-    bn.add_argument("path", nargs="?", help="core: a session-rec TSV to use instead of synthetic")
+    bn.add_argument("kind", choices=["core", "e2e", "kafka-replay"])
+    bn.add_argument("path", nargs="?", help="core: a session-rec TSV to use instead of synthetic; "
+                    "kafka-replay: the training TSV")
+    bn.add_argument("--test", help="kafka-replay: the test TSV")
     bn.add_argument("--clicks", type=int, default=1_000_000)
     bn.add_argument("--items", type=int, default=100_000)
     bn.add_argument("--dim", type=int, default=64)

@@ -101,7 +101,8 @@ class LocalStack:
         return self
 
     def start_worker(self, name: str = "w0", web_port: int | None = None,
-                     extra_env: dict[str, str] | None = None) -> Worker:
+                     extra_env: dict[str, str] | None = None, app: str | None = None) -> Worker:
+        """Start ``sessionrec worker`` (or the Faust app module ``app``) as a child process."""
         port = web_port or free_port()
         data = self.workdir / name
         data.mkdir(parents=True, exist_ok=True)
@@ -109,7 +110,9 @@ class LocalStack:
                "SESSIONREC_WEB_PORT": str(port), "SESSIONREC_DATA_DIR": str(data)}
         log_path = self.workdir / f"{name}.log"
         out = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+        argv = ([sys.executable, "-m", "faust", "-A", app, "worker", "-l", "warn"] if app
+                else [sys.executable, "-m", "streams.cli", "worker"])
+        proc = subprocess.Popen(argv, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         w = Worker(proc, port, data, log_path)
         self.workers.append(w)

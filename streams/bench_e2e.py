@@ -1,0 +1,163 @@
+"""``sessionrec bench e2e``: clicks/s and click-to-suggestion latency through the real broker.
+
+One broker, one run: the ceiling (a bare Faust pass-through agent) and the worker read the
+same preloaded clicks; then the worker is driven at half its measured maximum while a
+consumer times each suggestion from its click's produce time (same process, same clock).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from streams.local import LocalStack
+from streams.produce import make_producer, synthetic_clicks
+from streams.watch import read_records
+
+
+def _drain_rate(address: str, topic: str, n: int, timeout: float) -> tuple[float, int]:
+    """Messages/s on ``topic`` between the first and the n-th arrival."""
+    first = last = 0.0
+    count = 0
+    for _ in read_records(address, topic, until=lambda c: c >= n, timeout=timeout):
+        now = time.monotonic()
+        if count == 0:
+            first = now
+        last = now
+        count += 1
+    return ((count - 1) / (last - first) if count > 1 and last > first else 0.0), count
+
+
+def bench_e2e(seconds: float = 20.0, items: int = 5000, clicks: int | None = None) -> list[dict[str, Any]]:
+    workdir = Path(tempfile.mkdtemp(prefix="sessionrec-bench-"))
+    n = clicks or int(seconds * 3000)
+    out: dict[str, Any] = {"bench": "e2e", "clicks": n}
+    with LocalStack(workdir) as stack:
+        producer = make_producer(stack.address)
+        t0 = time.monotonic()
+        for c in synthetic_clicks(n, items, seed=2):
+            producer.send("clicks", key=c.visitor_id.encode(), value=c.to_json())
+        producer.flush()
+        out["producer_clicks_per_s"] = round(n / (time.monotonic() - t0), 1)
+
+        passthrough = stack.start_worker("passthrough", app="streams.passthrough")
+        passthrough.wait_ready(180)
+        rate, got = _drain_rate(stack.address, "passthrough-out", n, timeout=seconds * 20 + 120)
+        out["passthrough_clicks_per_s"] = round(rate, 1)
+        stack.stop_worker(passthrough)
+
+        worker = stack.start_worker("worker")
+        worker.wait_ready(180)
+        rate, got = _drain_rate(stack.address, "recommendations", n, timeout=seconds * 40 + 120)
+        out["clicks_per_s"] = round(rate, 1)
+        out["answered"] = got
+        if out["passthrough_clicks_per_s"]:
+            out["ratio_vs_passthrough"] = round(rate / out["passthrough_clicks_per_s"], 3)
+
+        # Latency at half the measured maximum, as a live stream (event time = now).
+        target = max(50.0, rate / 2)
+        m = int(target * seconds)
+        sent_at: dict[str, float] = {}
+        latencies: list[float] = []
+        done = threading.Event()
+
+        def consume() -> None:
+            for rec in read_records(stack.address, "recommendations", from_beginning=False,
+                                    until=lambda c: done.is_set() and len(latencies) >= m,
+                                    timeout=seconds + 60, idle=None):
+                arrived = time.monotonic()
+                eid = orjson.loads(rec.value)["event_id"]
+                if eid in sent_at:
+                    latencies.append(arrived - sent_at[eid])
+
+        reader = threading.Thread(target=consume, daemon=True)
+        reader.start()
+        time.sleep(2.0)  # let the reader's assignment settle at the end of the topic
+        start = time.monotonic()
+        for i, c in enumerate(synthetic_clicks(m, items, seed=3)):
+            due = start + i / target
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            eid = f"lat-{i}"
+            sent_at[eid] = time.monotonic()
+            producer.send("clicks", key=c.visitor_id.encode(),
+                          value=orjson.dumps({"visitor_id": c.visitor_id, "item_id": c.item_id,
+                                              "ts": time.time(), "event_id": eid}))
+        producer.flush()
+        done.set()
+        reader.join(timeout=seconds + 90)
+        producer.close()
+        lat = np.asarray(latencies) * 1e3
+        out["latency_rate_clicks_per_s"] = round(target, 1)
+        out["latency_samples"] = int(lat.size)
+        if lat.size:
+            out["p50_ms"] = round(float(np.percentile(lat, 50)), 2)
+            out["p99_ms"] = round(float(np.percentile(lat, 99)), 2)
+            out["p999_ms"] = round(float(np.percentile(lat, 99.9)), 2)
+    return [out]
+
+
+def bench_replay(train_path: str, test_path: str, k: int = 20) -> list[dict[str, Any]]:
+    """Quality through Kafka vs the offline replay: same files, one partition, same seed.
+
+    Publishes train then test clicks (SessionId as visitor) to the real broker, collects the
+    worker's suggestions by event id, and scores them with the offline protocol."""
+    from models.engine import Engine
+    from models.evaluate import evaluate, read_sessions_tsv
+    from streams.settings import Settings
+
+    train, test = read_sessions_tsv(train_path), read_sessions_tsv(test_path)
+    settings = Settings.from_env(partitions=1)
+    engine = Engine(settings.session_config(), settings.recommender_config(), k=k)
+    offline_lists: dict[tuple[str, int], list[str]] = {}
+
+    def keep(sid: str, pos: int, recs: list[tuple[str, float]]) -> None:
+        offline_lists[(sid, pos)] = [i for i, _ in recs]
+
+    report = evaluate(train, test, engine, cutoffs=(k,), baselines=[], dump=keep)
+    workdir = Path(tempfile.mkdtemp(prefix="sessionrec-replay-"))
+    out: dict[str, Any] = {"bench": "kafka-replay", "offline": report.model.as_dict()}
+    with LocalStack(workdir, env={"SESSIONREC_PARTITIONS": "1"}) as stack:
+        worker = stack.start_worker("worker")
+        worker.wait_ready(180)
+        producer = make_producer(stack.address)
+        for prefix, rows in (("train-", train), ("test-", test)):
+            for r in rows:
+                producer.send("clicks", key=r.session_id.encode(), value=orjson.dumps(
+                    {"visitor_id": r.session_id, "item_id": r.item_id, "ts": r.ts,
+                     "event_id": f"{prefix}{r.order}"}))
+        producer.flush()
+        producer.close()
+        want = len(train) + len(test)
+        lists: dict[str, list[str]] = {}
+        for rec in read_records(stack.address, "recommendations", until=lambda c: c >= want,
+                                timeout=1800, idle=120):
+            d = orjson.loads(rec.value)
+            lists[d["event_id"]] = [i["item_id"] for i in d["items"]]
+    by_session: dict[str, list[Any]] = {}
+    for r in test:
+        by_session.setdefault(r.session_id, []).append(r)
+    hits = events = same = 0
+    rr = 0.0
+    for sid, rows in by_session.items():
+        for pos in range(len(rows) - 1):
+            events += 1
+            got = lists.get(f"test-{rows[pos].order}", [])[:k]
+            same += got == offline_lists.get((sid, pos), [])[:k]
+            target = rows[pos + 1].item_id
+            if target in got:
+                hits += 1
+                rr += 1.0 / (got.index(target) + 1)
+    out["kafka"] = {"events": events, f"hr@{k}": round(hits / max(1, events), 6),
+                    f"mrr@{k}": round(rr / max(1, events), 6)}
+    out["answered"] = len(lists)
+    out["identical_lists_share"] = round(same / max(1, events), 4)
+    out[f"hr@{k}_difference"] = round(out["kafka"][f"hr@{k}"] - out["offline"][f"hr@{k}"], 6)
+    return [out]
