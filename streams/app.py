@@ -47,8 +47,18 @@ sessions_by_visitor = app.Table("sessions_by_visitor", default=None, partitions=
 engine = Engine(settings.session_config(), settings.recommender_config(), k=settings.k)
 handler = ClickHandler(settings, engine)
 outputs = {t.get_topic_name(): t for t in (recommendations_topic, sessions_topic, dlq_topic)}
-m.BUILD_INFO.info({"version": "0.1.0"})
-m.init_labels(handler.quality.ks)
+m.init_labels()  # sessionrec_build_info is set by streams.metrics from the package version
+
+
+def arrival_time(msg: Any) -> float:
+    """Wall time the click reached this worker. Faust's monitor stamps ``time_in`` (monotonic)
+    when the consumer hands the message on, before it waits in the stream buffer; the agent's
+    own clock would leave that wait out of the latency histogram."""
+    now = time.time()
+    time_in = getattr(msg, "time_in", None)
+    if time_in is None:
+        return now
+    return now - max(0.0, time.monotonic() - float(time_in))
 
 
 async def publish(messages: list[Message]) -> None:
@@ -68,7 +78,7 @@ async def recommend_next(stream: Any) -> None:
         msg = event.message
         try:
             out = handler.handle(sessions_by_visitor, event.key, event.value, msg.topic,
-                                 msg.partition, msg.offset, arrived=time.time())
+                                 msg.partition, msg.offset, arrived=arrival_time(msg))
         except Exception as exc:  # noqa: BLE001 - one bad click must not stop the worker
             log.exception("click at %s/%d/%d failed", msg.topic, msg.partition, msg.offset)
             out = [handler.failed(exc, event.key, event.value, msg.topic, msg.partition,
@@ -79,39 +89,49 @@ async def recommend_next(stream: Any) -> None:
 @app.timer(settings.sweep_interval_s)
 async def close_idle_sessions() -> None:
     """Close sessions idle for longer than the gap (event-time watermark or wall clock)."""
-    deletes, messages = handler.sweep(sessions_by_visitor.data)
+    active = {tp.partition for tp in app.consumer.assignment()
+              if tp.topic == settings.clicks_topic}
+    deletes, messages = handler.sweep(sessions_by_visitor.data, active=active)
     for key, partition in deletes:
         sessions_by_visitor.data.pop(key, None)
         if partition >= 0:
             sessions_by_visitor.send_changelog(partition, key, None, value_serializer="raw")
     await publish(messages)
-    handler.recount_live(sessions_by_visitor.data)
+    handler.recount_live(sessions_by_visitor.data, active)
 
 
 @app.timer(1.0)
 async def observe() -> None:
-    """Model, index and lag gauges."""
+    """Index gauges, consumer lag, and the index refresh clicks would otherwise owe."""
     model = engine.model
-    m.INDEX_ITEMS.set(len(model.index))
-    m.VOCABULARY.set(len(model.vectors))
-    m.INDEX_REFRESH.observe(model.index.last_refresh_s)
-    m.INDEX_STALENESS.set(max(0.0, time.time() - model.index.last_refresh_at)
-                          if model.vectors.version and model.index.last_refresh_at else 0.0)
+    # Clicks drive refreshes; when they pause, their last changes would wait for the next
+    # click. Same event loop as the agent, so this never overlaps a click.
+    model.maybe_refresh(time.monotonic())
+    handler.index_watch.observe(model, time.time())
     consumer = app.consumer
-    for tp in consumer.assignment():
-        if tp.topic != settings.clicks_topic:
-            continue
+    ours = [tp for tp in consumer.assignment() if tp.topic == settings.clicks_topic]
+    for p in set(handler.positions) - {tp.partition for tp in ours}:
+        del handler.positions[p]  # revoked: if it comes back, start from the committed offset
+    committed = getattr(consumer, "_committed_offset", {})  # faust keeps no public position
+    lags: dict[tuple[str, int], int] = {}
+    for tp in ours:
         hw = consumer.highwater(tp)
-        read = getattr(consumer, "_read_offset", {}).get(tp)  # faust keeps no public position
-        if hw is not None:
-            m.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                max(0, hw - (read + 1 if read is not None else 0)))
+        if hw is None:
+            continue
+        pos = handler.positions.get(tp.partition)
+        if pos is None:  # nothing processed here since assignment: resume point is committed
+            pos = committed.get(tp)
+        lags[(tp.topic, tp.partition)] = m.partition_lag(hw, pos)
+    m.set_consumer_lag(lags)
 
 
 def is_ready() -> bool:
-    """Partitions assigned, tables recovered, not rebalancing."""
+    """Partitions assigned, tables recovered, not rebalancing or recovering. The model and
+    its index are built at import, before this web server starts (there is nothing to load:
+    the model learns online), so they need no wait of their own."""
     try:
-        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        recovery = app.tables.recovery  # type: ignore[attr-defined]
+        recovered = recovery.completed.is_set() and not recovery.in_recovery
         return bool(recovered and not app.rebalancing and app.consumer.assignment())
     except Exception:  # noqa: BLE001 - not started yet
         return False

@@ -47,6 +47,10 @@ class ClickHandler:
     quality: OnlineQuality = field(default_factory=OnlineQuality)
     watermarks: dict[int, float] = field(default_factory=dict)
     """Per input partition: the highest event time accepted so far."""
+    positions: dict[int, int] = field(default_factory=dict)
+    """Per input partition: the next offset to process (consumer lag is measured from it,
+    not from what Faust has fetched into its buffers)."""
+    index_watch: m.IndexWatch = field(default_factory=m.IndexWatch)
     _updates_seen: int = 0
 
     def handle(
@@ -55,6 +59,7 @@ class ClickHandler:
     ) -> list[Message]:
         """One message from the clicks topic -> messages to publish (in order)."""
         s = self.settings
+        self.positions[partition] = offset + 1
         now = time.time() if arrived is None else arrived
         decoded = decode_click(value, key, now, s.limits())
         if isinstance(decoded, Rejection):
@@ -83,28 +88,26 @@ class ClickHandler:
                 out.append(self._closed(o))
         acc, rec = res.accepted, res.recommendation
         assert acc is not None and rec is not None
-        m.CLICKS.labels(outcome="accepted").inc()
         if state is None or state.session is None or any(isinstance(o, Closed) for o in res.outputs):
             m.LIVE_SESSIONS.inc()
         self.watermarks[partition] = max(watermark, click.ts)
         d = res.state.to_dict()
         d["p"] = partition
         table[key] = d
-        rank = self.quality.clicked(click.visitor_id, acc.session_id, click.item_id)
-        if rank is not None:
-            for k in self.quality.ks:
-                m.ONLINE_HIT_RATE.labels(k=str(k)).set(self.quality.hit_rate(k))
-                m.ONLINE_MRR.labels(k=str(k)).set(self.quality.mrr(k))
-            if self.quality.drifts and self.quality.drifts[-1].at_event == self.quality.judged:
-                m.QUALITY_DRIFT.inc()
+        # A miss judges a list too (rank None): the gauges must move on misses as well.
+        self.quality.clicked(click.visitor_id, acc.session_id, click.item_id)
+        m.record_quality(self.quality)
         self.quality.served(click.visitor_id, acc.session_id, [i for i, _ in rec.items])
         vec = self.engine.model.vectors
         m.SGD_UPDATES.inc(vec.updates - self._updates_seen)
         self._updates_seen = vec.updates
         m.TRAINING_LOSS.set(vec.loss_ema)
-        m.VOCABULARY.set(len(vec))
         m.MODEL_VERSION.set(rec.model_version)
+        self.index_watch.observe(self.engine.model, time.time())
         out.append(self._suggestion(click, res.state, rec, now))
+        # Counted last: a click that fails above goes to the DLQ as processing_error and
+        # must not count as accepted too (one outcome per message).
+        m.CLICKS.labels(outcome="accepted").inc()
         return out
 
     def _suggestion(self, click: Click, state: VisitorState, rec: Recommendation,
@@ -138,9 +141,12 @@ class ClickHandler:
                        encode_session(closed))
 
     def sweep(
-        self, table: Table, now_wall: float | None = None
+        self, table: Table, now_wall: float | None = None, active: set[int] | None = None
     ) -> tuple[list[tuple[bytes, int]], list[Message]]:
-        """Close idle sessions. Returns (keys to delete with their partition, messages)."""
+        """Close idle sessions. Returns (keys to delete with their partition, messages).
+
+        ``active``: the input partitions this worker owns; the table may also hold standby
+        copies of other workers' partitions, which are theirs to close."""
         now = time.time() if now_wall is None else now_wall
         deletes: list[tuple[bytes, int]] = []
         out: list[Message] = []
@@ -148,6 +154,8 @@ class ClickHandler:
             if raw is None:
                 continue
             partition = int(raw.get("p", -1))
+            if active is not None and partition not in active:
+                continue
             state = VisitorState.from_dict(raw)
             watermark = self.watermarks.get(partition, float("-inf"))
             new_state, closed = self.engine.sweep(state, watermark, now)
@@ -158,8 +166,9 @@ class ClickHandler:
                 deletes.append((key, partition))
         return deletes, out
 
-    def recount_live(self, table: Table) -> int:
+    def recount_live(self, table: Table, active: set[int] | None = None) -> int:
         """Live sessions after a recovery or rebalance (the gauge is otherwise incremental)."""
-        n = sum(1 for v in table.values() if v is not None and v.get("s") is not None)
+        n = sum(1 for v in table.values() if v is not None and v.get("s") is not None
+                and (active is None or int(v.get("p", -1)) in active))
         m.LIVE_SESSIONS.set(n)
         return n

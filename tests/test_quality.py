@@ -1,0 +1,105 @@
+"""Online quality bookkeeping: rolling HR@k / MRR@k against hand counts, and ADWIN drift."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+
+from streams.quality import OnlineQuality
+
+
+def test_scripted_sessions_match_a_hand_count() -> None:
+    q = OnlineQuality(ks=(1, 3), window=100)
+    # Visitor a, session s1: shown [x, y, z], then clicks y (rank 2): hit@3, miss@1.
+    q.served("a", "s1", ["x", "y", "z"])
+    assert q.clicked("a", "s1", "y") == 2
+    assert q.last_judged
+    # Shown [p, q, r], then clicks p (rank 1): hit@1 and @3.
+    q.served("a", "s1", ["p", "q", "r"])
+    assert q.clicked("a", "s1", "p") == 1
+    # Visitor b: shown [m, n, o], then clicks w: a miss, still judged.
+    q.served("b", "s2", ["m", "n", "o"])
+    assert q.clicked("b", "s2", "w") is None
+    assert q.last_judged
+    # Visitor a's first click of a new session: nothing shown in it, not judged.
+    q.served("a", "s1", ["x"])
+    assert q.clicked("a", "s3", "x") is None
+    assert not q.last_judged
+    # Visitor c never saw a list: not judged.
+    assert q.clicked("c", "s4", "x") is None
+    assert not q.last_judged
+
+    assert q.judged == 3
+    assert q.window_size == 3
+    assert q.hit_rate(1) == pytest.approx(1 / 3)
+    assert q.hit_rate(3) == pytest.approx(2 / 3)
+    assert q.mrr(1) == pytest.approx(1 / 3)
+    assert q.mrr(3) == pytest.approx((1 / 2 + 1) / 3)
+
+
+def test_a_list_is_judged_once() -> None:
+    q = OnlineQuality(ks=(5,), window=10)
+    q.served("a", "s", ["x"])
+    q.clicked("a", "s", "x")
+    # The next click without a new list shown (e.g. the list was never served) is not judged.
+    assert q.clicked("a", "s", "x") is None
+    assert q.judged == 1
+
+
+def test_forget_drops_the_pending_list() -> None:
+    q = OnlineQuality(ks=(5,), window=10)
+    q.served("a", "s", ["x"])
+    q.forget("a")
+    assert q.clicked("a", "s", "x") is None
+    assert q.judged == 0
+
+
+def test_window_rolls() -> None:
+    q = OnlineQuality(ks=(1,), window=4)
+    for i, hit in enumerate([False, False, True, True, True, True]):
+        q.served("v", "s", ["good"])
+        q.clicked("v", "s", "good" if hit else f"other{i}")
+    assert q.judged == 6
+    assert q.window_size == 4
+    assert q.hit_rate(1) == 1.0  # the two misses rolled out
+
+
+def test_empty_window_reads_zero() -> None:
+    q = OnlineQuality()
+    assert q.hit_rate(20) == 0.0
+    assert q.mrr(20) == 0.0
+
+
+def feed(q: OnlineQuality, rate: float, n: int, rng: random.Random) -> None:
+    for _ in range(n):
+        q.served("v", "s", ["good"])
+        q.clicked("v", "s", "good" if rng.random() < rate else "bad")
+
+
+def test_adwin_finds_a_drop_and_says_how_large(caplog: pytest.LogCaptureFixture) -> None:
+    rng = random.Random(3)
+    q = OnlineQuality(ks=(20,), window=500)
+    with caplog.at_level(logging.WARNING, logger="streams.quality"):
+        feed(q, 0.6, 2000, rng)
+        steady = len(q.drifts)
+        feed(q, 0.1, 2000, rng)
+    assert steady == 0  # no false alarm on a stationary stream of this length
+    assert len(q.drifts) >= 1
+    d = q.drifts[steady]
+    assert d.at_event > 2000
+    assert d.before > d.after  # a drop
+    # The old segment's rate is near the old regime's 0.6 (it is a mean over real outcomes).
+    assert 0.45 < d.before < 0.75
+    assert d.dropped > 0
+    messages = [r.getMessage() for r in caplog.records if "shift" in r.getMessage()]
+    assert messages and f"{d.before:.3f} -> {d.after:.3f}" in messages[0]
+    assert f"after {d.at_event} judged lists" in messages[0]
+
+
+def test_no_drift_on_a_stationary_stream() -> None:
+    rng = random.Random(11)
+    q = OnlineQuality(ks=(20,))
+    feed(q, 0.3, 3000, rng)
+    assert q.drifts == []
