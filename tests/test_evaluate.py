@@ -141,3 +141,13 @@ def test_markov_baseline_learns_what_follows() -> None:
         m.learn("b", ["a"])
     m.learn("c", ["a"])
     assert [i for i, _ in m.recommend(["x", "a"], 2)] == ["b", "c"]
+
+
+def test_rolling_hit_rate_and_plot(tmp_path: Path) -> None:
+    from streams.plots import plot_hit_trace, rolling
+
+    r = rolling([True, False, True, True], 2)
+    assert r.tolist() == [1.0, 0.5, 0.5, 1.0]
+    out = tmp_path / "hr.png"
+    plot_hit_trace({"model": [True, False] * 50, "pop": [False] * 100}, str(out), window=10)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

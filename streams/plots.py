@@ -1,0 +1,39 @@
+"""Pictures for reports (matplotlib, from the optional ``[bench]`` extra)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def rolling(hits: list[bool], window: int) -> np.ndarray:
+    """Mean of the last ``window`` values at each position (shorter at the start)."""
+    x = np.asarray(hits, dtype=np.float64)
+    if x.size == 0:
+        return x
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    idx = np.arange(1, x.size + 1)
+    lo = np.maximum(0, idx - window)
+    out: np.ndarray = (c[idx] - c[lo]) / (idx - lo)
+    return out
+
+
+def plot_hit_trace(traces: dict[str, list[bool]], path: str, k: int = 20, window: int = 1000) -> None:
+    """Rolling HR@k over the test stream, one line per recommender."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for name, hits in traces.items():
+        if hits:
+            ax.plot(rolling(hits, window), label=f"{name} (HR@{k} {np.mean(hits):.3f})",
+                    linewidth=2.0 if name == "model" else 1.0)
+    ax.set_xlabel("judged test events, in stream order")
+    ax.set_ylabel(f"HR@{k}, rolling over {window}")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
