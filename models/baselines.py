@@ -25,17 +25,21 @@ class Popularity:
         self.counts: Counter[str] = Counter()
         self._top: list[tuple[int, str]] = []
         """(count, item) of the ``keep`` best by (count, item), best first."""
+        self._in_top: set[str] = set()
 
     def learn(self, item_id: str, context: tuple[str, ...] | list[str]) -> None:
         c = self.counts[item_id] + 1
         self.counts[item_id] = c
         top = self._top
-        if any(i == item_id for _, i in top):
+        if item_id in self._in_top:
             top[:] = [(c, i) if i == item_id else (n, i) for n, i in top]
         elif len(top) < self.keep:
             top.append((c, item_id))
+            self._in_top.add(item_id)
         elif (c, item_id) > top[-1]:
+            self._in_top.discard(top[-1][1])
             top[-1] = (c, item_id)
+            self._in_top.add(item_id)
         else:
             return
         top.sort(reverse=True)
@@ -54,7 +58,7 @@ class SequentialRules:
     def __init__(self, steps: int = 8, name: str = "sr") -> None:
         self.steps = steps
         self.name = name
-        self.rules: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.rules: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.fallback = Popularity()
 
     def learn(self, item_id: str, context: tuple[str, ...] | list[str]) -> None:

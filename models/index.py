@@ -1,16 +1,25 @@
 """An HNSW index (hnswlib) over item vectors that keeps up with a model learning online.
 
 Concurrency rule (hnswlib's own: ``add_items``/``resize_index`` must never overlap
-``knn_query`` on the same index): every hnswlib call on ``self._hnsw`` happens while holding
-``self._lock``. Writers (``refresh``) may run on a background thread; a query that finds the
-lock taken does not wait for a write or a resize to finish: it answers by exact search over
-the caller's current vectors instead (``query(..., fallback=...)``). So the index grows
-without blocking queries, and no query ever runs concurrently with a write.
+``knn_query`` on the same index): every hnswlib call on the live ``self._hnsw`` happens while
+holding ``self._lock``. Writers (``write``/``refresh``) may run on one background thread; a
+query that finds the lock taken does not wait for a write or a resize to finish: it answers
+by exact search over the caller's current vectors instead (``query(..., fallback=...)``). So
+the index grows without blocking queries, and no query ever runs concurrently with a write.
 
-Vectors change on every click, but re-inserting a point into HNSW costs far more than a
-query, so ``refresh`` re-inserts only the rows that moved by more than ``drift_tol``
-(relative L2) since they were last indexed, plus every new row. Candidates are re-scored
-against the current vectors by the caller, so small drifts cost nothing in ranking quality.
+Vectors change on every click, but writing a point costs far more than a query, so
+``refresh`` writes only the rows that moved by more than ``drift_tol`` (relative L2) since
+they were last indexed, plus every new row. Candidates are re-scored against the current
+vectors by the caller, so small drifts cost nothing in ranking quality.
+
+A changed vector is written as a *new* hnswlib element and the old element is marked
+deleted, instead of updated in place: hnswlib's in-place update repairs the neighbourhood of
+the point and measured 15-20x slower than an insertion. Deleted elements stay in the graph
+as routing nodes; once they outnumber ``compact_ratio`` times the live ones, the graph is
+rebuilt from the indexed vectors on the writer's thread, off the lock, and swapped in.
+
+Inner-product search (``mips``, the default) runs as L2 search over vectors lifted to a
+common norm, which HNSW handles far better than raw inner products (see ``_lift``).
 """
 
 from __future__ import annotations
@@ -28,38 +37,85 @@ from models.sgns import FloatArray, IntArray
 
 @dataclass(frozen=True)
 class IndexConfig:
-    space: str = "ip"
-    """hnswlib space: ``ip`` (inner product, what the scorer ranks by) or ``cosine``."""
+    space: str = "mips"
+    """``ip`` (hnswlib's inner product, what the scorer ranks by), ``mips`` (inner product
+    searched as L2 over vectors lifted to one norm) or ``cosine``."""
     m: int = 16
-    ef_construction: int = 100
+    ef_construction: int = 40
     ef: int = 100
     drift_tol: float = 0.05
+    compact_ratio: float = 1.0
+    """Rebuild the graph when deleted elements exceed this many times the live ones."""
     seed: int = 0
     initial_capacity: int = 1024
 
 
+class _Graph:
+    """One hnswlib graph with its label <-> row maps (labels are never reused)."""
+
+    def __init__(self, dim: int, config: IndexConfig, capacity: int) -> None:
+        # Inner product is searched as L2 over lifted vectors (see ``VectorIndex._lift``).
+        lifted = config.space == "mips"
+        self.hnsw = hnswlib.Index(space="l2" if lifted else config.space, dim=dim + lifted)
+        self.hnsw.init_index(
+            max_elements=capacity,
+            ef_construction=config.ef_construction,
+            M=config.m,
+            random_seed=config.seed,
+        )
+        self.hnsw.set_ef(config.ef)
+        self.hnsw.set_num_threads(1)
+        self.row_of_label = np.full(capacity, -1, dtype=np.int64)
+        self.next_label = 0
+        self.deleted = 0
+
+    def add(self, rows: IntArray, vecs: FloatArray) -> IntArray:
+        """Insert ``vecs`` as new elements for ``rows``; returns their labels."""
+        n = len(rows)
+        need = self.next_label + n
+        cap = len(self.row_of_label)
+        if need > cap:
+            while cap < need:
+                cap *= 2
+            self.hnsw.resize_index(cap)
+            grown = np.full(cap, -1, dtype=np.int64)
+            grown[: len(self.row_of_label)] = self.row_of_label
+            self.row_of_label = grown
+        labels = np.arange(self.next_label, need, dtype=np.int64)
+        self.hnsw.add_items(vecs, labels, num_threads=1)
+        self.row_of_label[labels] = rows
+        self.next_label = need
+        return labels
+
+    def delete(self, labels: IntArray) -> None:
+        for lab in labels.tolist():
+            self.hnsw.mark_deleted(lab)
+        self.row_of_label[labels] = -1
+        self.deleted += len(labels)
+
+
 class VectorIndex:
     """Approximate top-k over a growing, changing table of vectors."""
+
+    radius_growth = 1.2
 
     def __init__(self, dim: int, config: IndexConfig | None = None) -> None:
         self.config = config or IndexConfig()
         self.dim = dim
         self._lock = threading.Lock()
         cap = self.config.initial_capacity
-        self._hnsw = hnswlib.Index(space=self.config.space, dim=dim)
-        self._hnsw.init_index(
-            max_elements=cap,
-            ef_construction=self.config.ef_construction,
-            M=self.config.m,
-            random_seed=self.config.seed,
-        )
-        self._hnsw.set_ef(self.config.ef)
-        self._hnsw.set_num_threads(1)
+        self._graph = _Graph(dim, self.config, cap)
+        self._radius = 0.0
+        """Every lifted vector has this norm (``mips``); grows when outgrown, with a rebuild."""
         self._indexed: FloatArray = np.zeros((cap, dim), dtype=np.float32)
-        self._present = np.zeros(cap, dtype=bool)
+        self._label = np.full(cap, -1, dtype=np.int64)
+        """Row -> its live hnswlib label (-1: not indexed)."""
         self._count = 0
+        self._drift = np.zeros(cap, dtype=np.float64)
+        """Row -> relative drift when last changed, for drifted rows not yet rewritten (else 0)."""
         self.inserts = 0
         """Points written to hnswlib so far (new or re-inserted)."""
+        self.rebuilds = 0
         self.busy_fallbacks = 0
         """Queries answered by exact search because a write held the index."""
         self.last_refresh_s = 0.0
@@ -72,62 +128,115 @@ class VectorIndex:
     def capacity(self) -> int:
         return int(self._indexed.shape[0])
 
-    def _ensure_capacity(self, need: int) -> None:
-        """Grow by doubling; caller holds the lock."""
+    def _ensure_rows(self, need: int) -> None:
+        """Grow the per-row arrays by doubling (writer only; queries read them under the lock)."""
         cap = self.capacity
         if need <= cap:
             return
         while cap < need:
             cap *= 2
-        self._hnsw.resize_index(cap)
         grown = np.zeros((cap, self.dim), dtype=np.float32)
         grown[: self.capacity] = self._indexed
-        present = np.zeros(cap, dtype=bool)
-        present[: len(self._present)] = self._present
-        self._indexed, self._present = grown, present
+        label = np.full(cap, -1, dtype=np.int64)
+        label[: len(self._label)] = self._label
+        drift = np.zeros(cap, dtype=np.float64)
+        drift[: len(self._drift)] = self._drift
+        self._indexed, self._label, self._drift = grown, label, drift
 
-    def select_stale(self, table: FloatArray, rows: list[int] | IntArray) -> IntArray:
-        """Which of ``rows`` must be (re)inserted: new ones, and those that drifted."""
+    def select_stale(
+        self, table: FloatArray, rows: list[int] | IntArray, limit: int | None = None
+    ) -> IntArray:
+        """Which rows must be (re)written: new ones among ``rows``, and those that drifted.
+
+        Rows whose vector is still all zeros are left out: they cannot rank anything yet.
+        With ``limit``, every new row is taken but drifted ones only up to ``limit`` in all,
+        largest relative drift first; the others stay pending with the drift measured when
+        they were last changed, and compete again on the next call without being re-read,
+        so a burst of changes is spread over a few refreshes at a bounded cost per call.
+        """
         r = np.asarray(rows, dtype=np.int64)
-        if r.size == 0:
-            return r
-        inside = r < self.capacity
-        new_rows = r[~inside]
-        r_in = r[inside]
-        present = self._present[r_in]
-        cur = table[r_in]
-        old = self._indexed[r_in]
-        moved = np.linalg.norm(cur - old, axis=1)
-        scale = np.linalg.norm(old, axis=1) + 1e-6
-        stale = ~present | (moved > self.config.drift_tol * scale)
-        out: IntArray = np.concatenate([r_in[stale], new_rows])
+        self._ensure_rows(int(r.max()) + 1 if r.size else 0)
+        new = np.zeros(0, dtype=np.int64)
+        if r.size:
+            cur = table[r]
+            norm = np.linalg.norm(cur, axis=1)
+            present = self._label[r] >= 0
+            old = self._indexed[r]
+            drift = np.linalg.norm(cur - old, axis=1) / (np.linalg.norm(old, axis=1) + 1e-6)
+            new = r[(norm > 0) & ~present]
+            self._drift[r] = np.where(present & (drift > self.config.drift_tol), drift, 0.0)
+        moved = np.flatnonzero(self._drift > 0)
+        room = len(moved) if limit is None else max(limit - len(new), 0)
+        if len(moved) > room:
+            moved = moved[np.lexsort((moved, -self._drift[moved]))[:room]]
+        self._drift[moved] = 0.0
+        out: IntArray = np.concatenate([new, moved]).astype(np.int64)
         return out
 
-    def stage(self, table: FloatArray, rows: list[int] | IntArray) -> tuple[IntArray, FloatArray]:
+    def stage(
+        self, table: FloatArray, rows: list[int] | IntArray, limit: int | None = None
+    ) -> tuple[IntArray, FloatArray]:
         """Pick the stale ``rows`` and copy their vectors (on the thread that owns ``table``)."""
-        stale = self.select_stale(table, rows)
+        stale = self.select_stale(table, rows, limit)
         return stale, np.ascontiguousarray(table[stale], dtype=np.float32)
 
     def write(self, labels: IntArray, vecs: FloatArray) -> int:
-        """Insert or update staged vectors; safe on a background thread (takes the lock)."""
-        if labels.size == 0:
+        """Insert or replace staged vectors (``labels`` are table rows); one writer thread."""
+        rows = np.asarray(labels, dtype=np.int64)
+        if rows.size == 0:
             return 0
         t0 = time.perf_counter()
-        with self._lock:
-            self._ensure_capacity(int(labels.max()) + 1)
-            self._hnsw.add_items(vecs, labels, num_threads=1)
-            self._indexed[labels] = vecs
-            newly = int((~self._present[labels]).sum())
-            self._present[labels] = True
-            self._count += newly
-        self.inserts += int(labels.size)
+        self._ensure_rows(int(rows.max()) + 1)
+        old = self._label[rows]
+        old = old[old >= 0]
+        g = self._graph
+        live_after = self._count + int(rows.size - old.size)
+        grow = False
+        if self.config.space == "mips":
+            top = float(np.linalg.norm(vecs, axis=1).max())
+            if top > self._radius:
+                grow = self._count > 0
+                self._radius = self.radius_growth * top
+        if grow or (g.deleted + old.size > self.config.compact_ratio * max(live_after, 1) and old.size):
+            self._indexed[rows] = vecs
+            self._label[rows] = 0  # marks present; real labels come from the rebuild
+            self._rebuild()
+        else:
+            with self._lock:
+                if old.size:
+                    g.delete(old)
+                self._label[rows] = g.add(rows, self._lift(vecs))
+                self._indexed[rows] = vecs
+        self._count = live_after
+        self.inserts += int(rows.size)
         self.last_refresh_s = time.perf_counter() - t0
         self.last_refresh_at = time.time()
-        return int(labels.size)
+        return int(rows.size)
 
-    def refresh(self, table: FloatArray, rows: list[int] | IntArray) -> int:
+    def _lift(self, vecs: FloatArray) -> FloatArray:
+        """For ``mips``: append sqrt(R^2 - |x|^2) so every point has norm R; then for a query
+        (q, 0), |q - x|^2 = |q|^2 + R^2 - 2 q.x, and L2 order is exactly inner-product order.
+        HNSW is built for metric distances; on raw inner products of learned item vectors
+        its graph degrades (measured on the replay: HR@20 0.584 with ``ip``, 0.595 even at
+        ef 300, against 0.622 for exact search and 0.624 with ``mips``)."""
+        if self.config.space != "mips":
+            return np.ascontiguousarray(vecs, dtype=np.float32)
+        sq = np.maximum(self._radius**2 - np.einsum("nd,nd->n", vecs, vecs), 0.0)
+        return np.ascontiguousarray(np.concatenate([vecs, np.sqrt(sq)[:, None]], axis=1), dtype=np.float32)
+
+    def _rebuild(self) -> None:
+        """A fresh graph from every indexed vector, built off the lock and swapped in."""
+        rows = np.flatnonzero(self._label >= 0).astype(np.int64)
+        graph = _Graph(self.dim, self.config, max(self.config.initial_capacity, 2 * len(rows)))
+        labels = graph.add(rows, self._lift(self._indexed[rows]))
+        with self._lock:
+            self._graph = graph
+            self._label[rows] = labels
+        self.rebuilds += 1
+
+    def refresh(self, table: FloatArray, rows: list[int] | IntArray, limit: int | None = None) -> int:
         """``stage`` then ``write`` on the calling thread; returns points written."""
-        return self.write(*self.stage(table, rows))
+        return self.write(*self.stage(table, rows, limit))
 
     def query(
         self, q: FloatArray, k: int, fallback: FloatArray | None = None
@@ -138,24 +247,31 @@ class VectorIndex:
         labels) is given, answers by exact inner-product search over it instead of waiting.
         """
         q2 = np.ascontiguousarray(q.reshape(1, -1), dtype=np.float32)
+        lifted = self.config.space == "mips"
+        q_idx = np.concatenate([q2, np.zeros((1, 1), dtype=np.float32)], axis=1) if lifted else q2
         if self._lock.acquire(blocking=fallback is None):
             try:
+                g = self._graph
                 n = min(k, self._count)
                 if n <= 0:
                     return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-                try:
-                    labels, dists = self._hnsw.knn_query(q2, k=n, num_threads=1)
-                except RuntimeError:
-                    # hnswlib found fewer than n reachable points (e.g. ties among many
-                    # equal vectors): answer exactly below rather than fail the click.
-                    labels = None
+                while True:
+                    try:
+                        labels, dists = g.hnsw.knn_query(q_idx, k=n, num_threads=1)
+                        break
+                    except RuntimeError:
+                        # Fewer live points reachable than asked (many deleted): ask for fewer.
+                        if n == 1:
+                            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+                        n //= 2
+                rows = g.row_of_label[labels[0].astype(np.int64)]
             finally:
                 self._lock.release()
-            if labels is not None:
-                return labels[0].astype(np.int64), dists[0].astype(np.float32)
-            if fallback is None:
-                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-            return exact_top_k(fallback, q2[0], k)
+            keep = rows >= 0
+            d = dists[0][keep].astype(np.float32)
+            if lifted:  # back to 1 - q.x, as for the exact search
+                d = 1.0 - (float(q2[0] @ q2[0]) + self._radius**2 - d) / 2.0
+            return rows[keep], d
         assert fallback is not None
         self.busy_fallbacks += 1
         return exact_top_k(fallback, q2[0], k)
@@ -168,5 +284,5 @@ def exact_top_k(table: FloatArray, q: FloatArray, k: int) -> tuple[IntArray, npt
     scores = table @ q
     k = min(k, scores.shape[0])
     top = np.argpartition(-scores, k - 1)[:k]
-    top = top[np.argsort(-scores[top], kind="stable")]
+    top = top[np.lexsort((top, -scores[top]))]
     return top.astype(np.int64), (1.0 - scores[top]).astype(np.float32)

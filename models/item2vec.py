@@ -28,14 +28,18 @@ class Item2VecConfig:
     dim: int = 64
     window: int = 5
     negatives: int = 5
-    learning_rate: float = 0.025
-    min_learning_rate: float = 0.0025
-    """The rate decays per item as 1/sqrt(count) towards this floor (frequent items settle)."""
+    learning_rate: float = 0.05
+    min_learning_rate: float = 0.05
+    """The rate decays per item as 1/sqrt(count) towards this floor. Equal to the rate by
+    default: measured, a decaying rate leaves a one-pass learner under-trained."""
     power: float = 0.75
     """Negatives are drawn from counts**power (word2vec's smoothed unigram)."""
     distance_power: float = 0.0
     """A pair ``d`` clicks apart trains with rate * d**-distance_power (0: all pairs alike)."""
-    replay_pairs: int = 0
+    learn_repeats: bool = True
+    """Also train (a -> a) pairs when an item is clicked again in its session, so each item
+    learns its own re-click propensity."""
+    replay_pairs: int = 20
     """Extra pairs replayed from the buffer with each click (0: no replay)."""
     replay_buffer: int = 20_000
     """How many recent pairs the replay buffer keeps."""
@@ -181,16 +185,17 @@ class ItemVectors:
         """Train the click on ``item_id`` against the items before it (last ``window`` of them).
 
         Each (earlier -> this) pair gets one SGD step with its own negatives, together with
-        ``replay_pairs`` pairs replayed from the buffer. Returns the summed loss of the fresh
-        pairs before the step (0.0 when there was nothing to learn from).
+        ``replay_pairs`` pairs replayed from the buffer. Returns the summed loss of the step's
+        pairs before it (0.0 when there was nothing to learn from).
         """
         cfg = self.config
         target = self.upsert(item_id)
         self.vocab.counts[target] += 1.0
+        self._dirty.add(target)  # its count moved (the index keys carry it)
         self.sampler.observe(self.vocab.counts, len(self.vocab))
         recent = context[-cfg.window :]
         n_ctx = len(recent)
-        window = [(c, n_ctx - j) for j, c in enumerate(recent) if c != item_id]
+        window = [(c, n_ctx - j) for j, c in enumerate(recent) if cfg.learn_repeats or c != item_id]
         if not window:
             return 0.0
         inputs = np.fromiter((self.upsert(c) for c, _ in window), dtype=np.int64, count=len(window))

@@ -11,12 +11,14 @@ re-scored exactly against the current vectors:
 
     score(c) = q . out(c) + popularity_weight * log(1 + clicks(c)) + seen(c)
 
-SGNS drives ``in(a) . out(c)`` towards PMI(a, c) - log(negatives), so adding the log of the
-item's click count turns the score into (up to a constant) log P(c | a): the vectors carry
-the association and the count carries the base rate. ``seen(c)`` is a bonus for items
-already in the session, decaying with how long ago they were clicked (re-clicks are a large
-share of next clicks in e-commerce logs). When none of the session's items has a trained
-vector, the answer is the popularity list.
+With negatives drawn from clicks**0.75, SGNS drives ``in(a) . out(c)`` towards
+log P(c | a) - 0.75 log clicks(c) + const, so adding the log click count back turns the
+score into (up to a constant) log P(c | a): the vectors carry the association and the count
+the base rate. The index holds (out(c), log(1 + clicks(c))) and is queried with
+(q, popularity_weight), so its candidates are ranked by the same score minus ``seen``.
+``seen(c)`` is a bonus for items already in the session, decaying with how long ago they
+were clicked (re-clicks are a large share of next clicks in e-commerce logs). When none of
+the session's items has a trained vector, the answer is the popularity list.
 """
 
 from __future__ import annotations
@@ -42,16 +44,21 @@ class RecommenderConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     refresh_interval_s: float = 0.5
     """The index takes new and changed vectors at least this often (clock of the caller)."""
+    index_writes_per_click: float = 0.5
+    """Budget of re-written drifted vectors per click learned since the last refresh (new
+    items are always written); bounds the index's cost per click when vectors keep moving."""
     candidates: int = 100
     query_items: int = 5
     recency_decay: float = 0.7
-    popularity_weight: float = 0.0
-    """Weight of log(1 + clicks) in the score (0: vectors only)."""
+    popularity_weight: float = 0.75
+    """Weight of log(1 + clicks) in the score (0: vectors only). Negatives are drawn from
+    clicks**0.75, so the SGNS optimum is in.out = log P(c|a) - 0.75 log clicks(c) + const:
+    the default adds back exactly what the sampler took out."""
     exclude_seen: bool = False
-    seen_boost: float = 0.0
+    seen_boost: float = 6.0
     """Added to the score of the session's latest item; older session items get it times
     ``seen_decay`` per step back (a re-click is often next)."""
-    seen_decay: float = 0.5
+    seen_decay: float = 0.3
     min_count: int = 1
     """An item needs this many clicks before its vector is trusted for a query."""
     popularity_half_life_clicks: float = 100_000.0
@@ -73,7 +80,11 @@ class Recommender:
     def __init__(self, config: RecommenderConfig | None = None) -> None:
         self.config = config or RecommenderConfig()
         self.vectors = ItemVectors(self.config.item2vec)
-        self.index = VectorIndex(self.config.item2vec.dim, self.config.index)
+        dim = self.config.item2vec.dim
+        self.index = VectorIndex(dim + 1, self.config.index)
+        self._keys: FloatArray = np.zeros((1024, dim + 1), dtype=np.float32)
+        """What the index holds per item: its output vector and log(1 + clicks), so that an
+        inner product with (q, popularity_weight) is the score without the session bonus."""
         self.popularity = np.zeros(1024, dtype=np.float64)
         self._pop_scale = 1.0
         self._pop_growth = 2.0 ** (1.0 / self.config.popularity_half_life_clicks)
@@ -81,6 +92,7 @@ class Recommender:
         """Rows of the most popular items, best first (kept up to date click by click)."""
         self._last_refresh: float | None = None
         self.clicks_learned = 0
+        self._clicks_at_refresh = 0
 
     # -- learning -------------------------------------------------------------------------
     def learn(self, item_id: str, context: tuple[str, ...] | list[str]) -> float:
@@ -116,7 +128,20 @@ class Recommender:
     # -- index ----------------------------------------------------------------------------
     def refresh(self) -> int:
         """Push changed vectors into the index now; returns points written."""
-        return self.index.refresh(self.vectors.w_out, self.vectors.take_dirty())
+        clicks = self.clicks_learned - self._clicks_at_refresh
+        self._clicks_at_refresh = self.clicks_learned
+        limit = math.ceil(self.config.index_writes_per_click * max(clicks, 1))
+        rows = self.vectors.take_dirty()
+        vec = self.vectors
+        if len(self._keys) < len(vec):
+            grown = np.zeros((vec.w_out.shape[0], self._keys.shape[1]), dtype=np.float32)
+            grown[: len(self._keys)] = self._keys
+            self._keys = grown
+        if rows:
+            r = np.asarray(rows, dtype=np.int64)
+            self._keys[r, :-1] = vec.w_out[r]
+            self._keys[r, -1] = np.log1p(vec.vocab.counts[r])
+        return self.index.refresh(self._keys, rows, limit)
 
     def maybe_refresh(self, now: float) -> int:
         """Refresh when ``refresh_interval_s`` has passed on the caller's clock."""
@@ -129,6 +154,7 @@ class Recommender:
         """The ``k`` most clicked items (recent clicks weigh more), with their share."""
         n = len(self.vectors)
         pop = self.popularity[:n]
+        k = min(k, n)
         if k <= len(self._top) or n <= len(self._top):
             top = self._top[:k]
         else:
@@ -170,7 +196,8 @@ class Recommender:
     def _candidates(self, q: FloatArray) -> IntArray:
         """Rows the index proposes for ``q`` (approximate, by the indexed vectors)."""
         n_items = len(self.vectors)
-        labels, _ = self.index.query(q, self.config.candidates, fallback=self.vectors.w_out[:n_items])
+        qa = np.append(q, np.float32(self.config.popularity_weight))
+        labels, _ = self.index.query(qa, self.config.candidates, fallback=self._keys[:n_items])
         return labels
 
     def score(self, q: FloatArray, rows: IntArray, seen: dict[int, int]) -> FloatArray:
@@ -198,7 +225,9 @@ class Recommender:
             return Recommendation(self._fill([], k, exclude), "fallback", version)
         labels = self._candidates(q)
         extra = [] if cfg.exclude_seen else list(seen)
-        cand_rows = np.unique(np.concatenate([labels, np.asarray(extra, dtype=np.int64)]))
+        cand_rows = np.sort(np.concatenate([labels, np.asarray(extra, dtype=np.int64)]))
+        if cand_rows.size > 1:
+            cand_rows = cand_rows[np.concatenate([[True], cand_rows[1:] != cand_rows[:-1]])]
         if cand_rows.size == 0:
             return Recommendation(self._fill([], k, exclude), "fallback", version)
         scores = self.score(q, cand_rows, seen)
@@ -231,5 +260,3 @@ class Recommender:
                 have.add(item)
         return ranked
 
-
-_ = math  # reserved for schedule helpers

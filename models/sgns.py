@@ -20,7 +20,8 @@ IntArray = npt.NDArray[np.int64]
 
 
 def _sigmoid(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    out: npt.NDArray[np.float32] = 1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0)))
+    out: npt.NDArray[np.float32] = (1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0)))).astype(
+        np.float32, copy=False)
     return out
 
 
@@ -51,25 +52,38 @@ def sgns_step(
     (``np.add.at`` so repeated rows accumulate), which is what running the pairs one after
     the other does to first order, at a fraction of the Python overhead. ``lr`` may be a
     scalar or one rate per pair. Returns the loss before the step (for monitoring).
+
+    The positive and the negatives of a pair are handled as one row of ``1 + N`` output
+    vectors with labels (1, 0, ..., 0), so the whole step is two batched matmuls and two
+    scatter-adds.
     """
+    p = inputs.shape[0]
+    d = w_in.shape[1]
+    assert w_in.flags.c_contiguous and w_out.flags.c_contiguous, "scatter_add writes through a flat view"
+    rows = np.concatenate([targets.reshape(p, 1), negatives.reshape(p, -1)], axis=1)  # (P, 1+N)
     u = w_in[inputs]  # (P, D)
-    v_pos = w_out[targets]  # (P, D)
-    v_neg = w_out[negatives]  # (P, N, D)
-    s_pos = np.einsum("pd,pd->p", u, v_pos)
-    s_neg = np.einsum("pd,pnd->pn", u, v_neg)
-    sig_pos = _sigmoid(s_pos)
-    sig_neg = _sigmoid(s_neg)
-    loss = float(-np.log(sig_pos + 1e-12).sum() - np.log(1.0 - sig_neg + 1e-12).sum())
+    v = w_out[rows]  # (P, 1+N, D)
+    s = np.matmul(v, u[:, :, None])[:, :, 0]  # (P, 1+N)
+    sig = _sigmoid(s)
+    loss = float(-np.log(sig[:, 0] + 1e-12).sum() - np.log(1.0 - sig[:, 1:] + 1e-12).sum())
+    sig[:, 0] -= 1.0  # dL/ds: sigma(s) - label
     rate = np.asarray(lr, dtype=np.float32)
-    if rate.ndim == 1:
-        rate = rate[:, None]
-    g_pos = ((sig_pos - 1.0)[:, None] * rate).astype(np.float32)  # dL/ds_pos, scaled by lr
-    g_neg = (sig_neg * (rate if rate.ndim == 0 else rate)).astype(np.float32)  # (P, N)
-    grad_u = g_pos * v_pos + np.einsum("pn,pnd->pd", g_neg, v_neg)
-    np.add.at(w_out, targets, -g_pos * u)
-    np.add.at(w_out, negatives.reshape(-1), -(g_neg[:, :, None] * u[:, None, :]).reshape(-1, u.shape[1]))
-    np.add.at(w_in, inputs, -grad_u)
+    g = sig * (rate[:, None] if rate.ndim == 1 else rate)  # (P, 1+N), scaled by lr
+    grad_u = np.matmul(g[:, None, :], v)[:, 0, :]  # (P, D)
+    scatter_add(w_out, rows.reshape(-1), (g[:, :, None] * -u[:, None, :]).reshape(-1, d))
+    scatter_add(w_in, inputs, -grad_u)
     return loss
+
+
+def scatter_add(table: FloatArray, rows: IntArray, values: FloatArray) -> None:
+    """``table[rows] += values`` where repeated rows accumulate.
+
+    Same result as ``np.add.at(table, rows, values)``, but through the flat 1-D form, which
+    numpy runs several times faster than the row-wise one.
+    """
+    d = table.shape[1]
+    flat_idx = (rows[:, None] * d + np.arange(d)).reshape(-1)
+    np.add.at(table.reshape(-1), flat_idx, values.reshape(-1))
 
 
 def sgns_gradients(

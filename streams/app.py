@@ -33,6 +33,8 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     broker_commit_every=1000,
     broker_commit_interval=1.0,
+    broker_session_timeout=settings.group_session_timeout_s,
+    broker_heartbeat_interval=min(3.0, settings.group_session_timeout_s / 3),
 )
 
 raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",

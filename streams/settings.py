@@ -39,6 +39,9 @@ class Settings:
     data_dir: str = "./data"
     log_level: str = "info"
     sweep_interval_s: float = 5.0
+    group_session_timeout_s: float = 10.0
+    """A worker that stops heartbeating leaves the consumer group after this long, and its
+    partitions (with their sessions) move to the others."""
     # Sessions
     session_gap_s: float = 1800.0
     late_tolerance_s: float = 3600.0
@@ -52,26 +55,31 @@ class Settings:
     dim: int = 64
     window: int = 5
     negatives: int = 5
-    learning_rate: float = 0.025
-    min_learning_rate: float = 0.0025
+    learning_rate: float = 0.05
+    min_learning_rate: float = 0.05
+    sampling_power: float = 0.75
     distance_power: float = 0.0
-    replay_pairs: int = 0
+    learn_repeats: bool = True
+    replay_pairs: int = 20
     replay_buffer: int = 20_000
     seed: int = 0
     # Index and ranking
     k: int = 20
     index_refresh_s: float = 0.5
-    index_space: str = "ip"
+    index_space: str = "mips"
     index_m: int = 16
     index_ef: int = 100
+    index_ef_construction: int = 40
+    index_compact_ratio: float = 1.0
     index_drift_tol: float = 0.05
+    index_writes_per_click: float = 0.5
     candidates: int = 100
     query_items: int = 5
     recency_decay: float = 0.7
-    popularity_weight: float = 0.0
+    popularity_weight: float = 0.75
     exclude_seen: bool = False
-    seen_boost: float = 0.0
-    seen_decay: float = 0.5
+    seen_boost: float = 6.0
+    seen_decay: float = 0.3
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -118,7 +126,9 @@ class Settings:
                 negatives=self.negatives,
                 learning_rate=self.learning_rate,
                 min_learning_rate=self.min_learning_rate,
+                power=self.sampling_power,
                 distance_power=self.distance_power,
+                learn_repeats=self.learn_repeats,
                 replay_pairs=self.replay_pairs,
                 replay_buffer=self.replay_buffer,
                 seed=self.seed,
@@ -127,10 +137,13 @@ class Settings:
                 space=self.index_space,
                 m=self.index_m,
                 ef=self.index_ef,
+                ef_construction=self.index_ef_construction,
+                compact_ratio=self.index_compact_ratio,
                 drift_tol=self.index_drift_tol,
                 seed=self.seed,
             ),
             refresh_interval_s=self.index_refresh_s,
+            index_writes_per_click=self.index_writes_per_click,
             candidates=self.candidates,
             query_items=self.query_items,
             recency_decay=self.recency_decay,

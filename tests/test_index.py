@@ -1,0 +1,105 @@
+"""The HNSW index keeps up with changing vectors, grows, and never blocks a query on a write."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from models.index import IndexConfig, VectorIndex, exact_top_k
+
+
+def _recall(index: VectorIndex, table: np.ndarray, queries: np.ndarray, k: int = 20) -> float:
+    hits = 0
+    for q in queries:
+        got, _ = index.query(q, k)
+        want, _ = exact_top_k(table, q, k)
+        hits += len(set(got.tolist()) & set(want.tolist()))
+    return hits / (len(queries) * k)
+
+
+@pytest.mark.parametrize("space", ["mips", "ip"])
+def test_recall_against_brute_force_after_a_stream_of_updates(space: str) -> None:
+    """Item-like vectors (topics plus noise) keep changing; the index must track the current ones."""
+    rng = np.random.default_rng(0)
+    dim, n, topics = 16, 1500, 12
+    centers = rng.normal(size=(topics, dim)).astype(np.float32)
+    topic = rng.integers(0, topics, n)
+    table = np.zeros((n, dim), dtype=np.float32)
+    index = VectorIndex(dim, IndexConfig(space=space, initial_capacity=64, drift_tol=0.05))
+    for step in range(150):
+        live = min(n, 10 * (step + 1))
+        rows = np.unique(rng.integers(0, live, 40))
+        noise = rng.normal(size=(len(rows), dim)).astype(np.float32)
+        table[rows] += 0.3 * centers[topic[rows]] + 0.3 * noise
+        index.refresh(table, rows)
+    assert len(index) == int((np.linalg.norm(table, axis=1) > 0).sum())
+    assert index.rebuilds > 0  # replaced points were compacted at least once
+    queries = centers[rng.integers(0, topics, 40)] + 0.5 * rng.normal(size=(40, dim)).astype(np.float32)
+    assert _recall(index, table, queries) >= 0.95
+
+
+def test_grows_past_initial_capacity() -> None:
+    rng = np.random.default_rng(1)
+    index = VectorIndex(8, IndexConfig(initial_capacity=16))
+    table = rng.normal(size=(300, 8)).astype(np.float32)
+    for lo in range(0, 300, 50):
+        index.refresh(table, np.arange(lo, lo + 50))
+    assert len(index) == 300 and index.capacity >= 300
+    got, _ = index.query(table[123] * 10, 300)
+    assert sorted(got.tolist()) == list(range(300))
+
+
+def test_zero_vectors_wait_and_drift_is_rewritten() -> None:
+    index = VectorIndex(4, IndexConfig(initial_capacity=8, drift_tol=0.1))
+    table = np.zeros((3, 4), dtype=np.float32)
+    table[0] = [1, 0, 0, 0]
+    assert index.refresh(table, [0, 1, 2]) == 1  # rows 1 and 2 have nothing to index yet
+    table[0] = [1.05, 0, 0, 0]
+    assert index.refresh(table, [0]) == 0  # within tolerance
+    table[0] = [0, 1, 0, 0]
+    assert index.refresh(table, [0]) == 1
+    got, _ = index.query(np.array([0, 1, 0, 0], dtype=np.float32), 1)
+    assert got.tolist() == [0] and len(index) == 1
+
+
+def test_write_limit_defers_drifted_rows_but_not_new_ones() -> None:
+    index = VectorIndex(4, IndexConfig(initial_capacity=8, drift_tol=0.01))
+    table = np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 0, 1]]
+    assert index.refresh(table, range(4), limit=0) == 4  # new rows always go in
+    table[:4] *= -1
+    assert index.refresh(table, [0, 1, 2, 3, 4, 5], limit=3) == 3  # 2 new + 1 drifted
+    assert index.refresh(table, [], limit=2) == 2  # deferred ones, largest drift first
+    assert index.refresh(table, [], limit=2) == 1
+    assert index.refresh(table, [], limit=2) == 0
+    assert len(index) == 6
+
+
+def test_query_during_a_write_answers_from_the_fallback() -> None:
+    rng = np.random.default_rng(2)
+    table = rng.normal(size=(200, 8)).astype(np.float32)
+    index = VectorIndex(8, IndexConfig(initial_capacity=32))
+    index.refresh(table, np.arange(100))
+    holding = threading.Event()
+    release = threading.Event()
+
+    def writer() -> None:
+        with index._lock:  # what a write or a resize does for its whole duration
+            holding.set()
+            release.wait(5)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        assert holding.wait(5)
+        q = rng.normal(size=8).astype(np.float32)
+        got, _ = index.query(q, 10, fallback=table)
+        want, _ = exact_top_k(table, q, 10)
+        assert got.tolist() == want.tolist()
+        assert index.busy_fallbacks == 1
+    finally:
+        release.set()
+        t.join()
+    got, _ = index.query(q, 10, fallback=table)
+    assert index.busy_fallbacks == 1 and len(got) == 10
