@@ -60,3 +60,12 @@ def test_settings_come_from_the_environment() -> None:
     assert s.recommender_config().exclude_seen is True
     with pytest.raises(ValueError, match="SESSIONREC_DIM"):
         Settings.from_env({"SESSIONREC_DIM": "big"})
+
+
+def test_readme_documents_every_setting() -> None:
+    from dataclasses import fields
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [f"SESSIONREC_{f.name.upper()}" for f in fields(Settings)
+               if f"`SESSIONREC_{f.name.upper()}`" not in readme]
+    assert not missing, missing
