@@ -75,3 +75,20 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "[demo] suggestions received: 200" in r.stdout
     assert 'sessionrec_clicks_total{outcome="accepted"} 200.0' in r.stdout
+
+
+def test_watch_prints_what_a_widget_receives(stack: LocalStack) -> None:
+    from streams.codec import encode_recommendation
+    from streams.produce import make_producer
+
+    producer = make_producer(stack.address)
+    for n in range(3):
+        producer.send("recommendations", key=b"w1", value=encode_recommendation(
+            "w1", "w1@1", f"e{n}", [("shoe", 0.9), ("sock", 0.5)], "model", 7, 1.7e9))
+    producer.flush()
+    producer.close()
+    r = run(["watch", "--from-beginning", "--max", "3", "--seconds", "60"],
+            {"SESSIONREC_BROKER": f"kafka://{stack.address}"})
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if "w1@1" in line]
+    assert len(lines) == 3 and all("shoe(0.90) sock(0.50)" in line for line in lines)
