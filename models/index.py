@@ -128,6 +128,17 @@ class VectorIndex:
     def capacity(self) -> int:
         return int(self._indexed.shape[0])
 
+    def nbytes(self) -> int:
+        """Memory the index holds: the hnswlib graph (its serialised size, which is what it
+        allocates per element, at its current capacity) and the per-row arrays."""
+        g = self._graph
+        with self._lock:
+            graph = int(g.hnsw.index_file_size())
+            per_cap = graph // max(1, g.hnsw.get_current_count()) * (g.hnsw.get_max_elements()
+                                                                  - g.hnsw.get_current_count())
+        return (graph + per_cap + g.row_of_label.nbytes + self._indexed.nbytes + self._label.nbytes
+                + self._drift.nbytes)
+
     def _ensure_rows(self, need: int) -> None:
         """Grow the per-row arrays by doubling (writer only; queries read them under the lock)."""
         cap = self.capacity
@@ -246,9 +257,14 @@ class VectorIndex:
         When a write holds the index and ``fallback`` (the current table, rows aligned with
         labels) is given, answers by exact inner-product search over it instead of waiting.
         """
-        q2 = np.ascontiguousarray(q.reshape(1, -1), dtype=np.float32)
         lifted = self.config.space == "mips"
-        q_idx = np.concatenate([q2, np.zeros((1, 1), dtype=np.float32)], axis=1) if lifted else q2
+        d_q = q.shape[-1]
+        if d_q > self.dim:
+            raise ValueError(f"query has {d_q} dimensions, the index {self.dim}")
+        # Shorter queries are zero-padded (hnswlib itself reads ``dim`` floats whatever it gets).
+        q_idx = np.zeros((1, self.dim + 1) if lifted else (1, self.dim), dtype=np.float32)
+        q_idx[0, :d_q] = q.reshape(-1)
+        q2 = q_idx[:, : self.dim]
         if self._lock.acquire(blocking=fallback is None):
             try:
                 g = self._graph
@@ -264,17 +280,20 @@ class VectorIndex:
                         if n == 1:
                             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
                         n //= 2
-                rows = g.row_of_label[labels[0].astype(np.int64)]
+                rows: IntArray = g.row_of_label[labels[0]]
             finally:
                 self._lock.release()
-            keep = rows >= 0
-            d = dists[0][keep].astype(np.float32)
-            if lifted:  # back to 1 - q.x, as for the exact search
-                d = 1.0 - (float(q2[0] @ q2[0]) + self._radius**2 - d) / 2.0
-            return rows[keep], d
+            d: npt.NDArray[np.float32] = dists[0]
+            if rows.size and rows.min() < 0:  # a label deleted since (hnswlib skips deleted ones)
+                keep = rows >= 0
+                rows, d = rows[keep], d[keep]
+            if lifted:  # back to 1 - q.x, as for the exact search: |q-x|^2 = |q|^2 + R^2 - 2 q.x
+                q0 = q2[0]
+                d = d * np.float32(0.5) + np.float32(1.0 - (float(q0 @ q0) + self._radius**2) / 2.0)
+            return rows, d
         assert fallback is not None
         self.busy_fallbacks += 1
-        return exact_top_k(fallback, q2[0], k)
+        return exact_top_k(fallback, q2[0, : fallback.shape[1]], k)
 
 
 def exact_top_k(table: FloatArray, q: FloatArray, k: int) -> tuple[IntArray, npt.NDArray[np.float32]]:

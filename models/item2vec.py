@@ -7,8 +7,8 @@ doubles), so a never-seen item can be learned and served at once without a resta
 One pass over a stream sees each transition once, which leaves rare transitions
 under-trained compared with an offline model run for many epochs. A bounded replay buffer of
 recent pairs gives every click a few extra SGD steps on pairs seen shortly before, in the
-same batched step, so the learner stays online and one-pass over the stream while each pair
-gets several (decaying-in-time) looks.
+same compiled call (``models.kernels.learn_click``), so the learner stays online and
+one-pass over the stream while each pair gets several (decaying-in-time) looks.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from models.sgns import FloatArray, IntArray, sgns_step
+from models import kernels
+from models.sgns import FloatArray, IntArray
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class UnigramSampler:
         self.power = power
         self.rebuild_min = rebuild_min
         self._cum: npt.NDArray[np.float64] = np.zeros(0)
+        self._guide: IntArray = np.zeros(1, dtype=np.int64)
         self._since = 0
         self._n_at_build = 0
 
@@ -98,6 +100,7 @@ class UnigramSampler:
 
     def rebuild(self, counts: npt.NDArray[np.float64], n_items: int) -> None:
         self._cum = np.cumsum(counts[:n_items] ** self.power)
+        self._guide = kernels.guide_table(self._cum)
         self._since = 0
         self._n_at_build = n_items
 
@@ -111,23 +114,30 @@ class UnigramSampler:
 
 
 class ReplayBuffer:
-    """The last ``size`` (input, target, rate scale) pairs, in a ring."""
+    """The last ``size`` (input, target, rate scale) pairs, in a ring.
+
+    ``state`` holds (pairs held, next slot) so the compiled learner can push and sample in
+    place; ``n`` reads the first.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = max(size, 1)
         self.inputs = np.zeros(self.size, dtype=np.int64)
         self.targets = np.zeros(self.size, dtype=np.int64)
         self.scales = np.zeros(self.size, dtype=np.float32)
-        self.n = 0
-        self._pos = 0
+        self.state = np.zeros(2, dtype=np.int64)
+
+    @property
+    def n(self) -> int:
+        return int(self.state[0])
 
     def push(self, inputs: IntArray, targets: IntArray, scales: FloatArray) -> None:
         for lo in range(0, len(inputs), self.size):
             i, t, s = inputs[lo : lo + self.size], targets[lo : lo + self.size], scales[lo : lo + self.size]
-            idx = (self._pos + np.arange(len(i))) % self.size
+            idx = (int(self.state[1]) + np.arange(len(i))) % self.size
             self.inputs[idx], self.targets[idx], self.scales[idx] = i, t, s
-            self._pos = int((self._pos + len(i)) % self.size)
-            self.n = min(self.n + len(i), self.size)
+            self.state[1] = (int(self.state[1]) + len(i)) % self.size
+            self.state[0] = min(int(self.state[0]) + len(i), self.size)
 
     def sample(self, rng: np.random.Generator, m: int) -> tuple[IntArray, IntArray, FloatArray]:
         pick = rng.integers(0, self.n, size=m)
@@ -135,12 +145,20 @@ class ReplayBuffer:
 
 
 class ItemVectors:
-    """The online item2vec model: vocabulary, input and output tables, and the learner."""
+    """The online item2vec model: vocabulary, input and output tables, and the learner.
+
+    ``learn`` runs one compiled call per click (``models.kernels.learn_click``): the window's
+    pairs and the replayed ones, each with its own negatives and its own sequential SGD step.
+    Changed output rows are tracked in a byte mask plus a stack of row numbers (each row at
+    most once), so the bookkeeping is bounded by the table size and costs no Python per row.
+    """
 
     def __init__(self, config: Item2VecConfig | None = None) -> None:
         self.config = config or Item2VecConfig()
         self.vocab = Vocabulary()
         self.rng = np.random.default_rng(self.config.seed)
+        """Initialises new input vectors (the kernels draw from ``_kernel_rng``)."""
+        self._kernel_rng = kernels.seed_state(self.config.seed)
         self.sampler = UnigramSampler(self.config.power)
         self.replay = ReplayBuffer(self.config.replay_buffer)
         cap = 1024
@@ -151,10 +169,22 @@ class ItemVectors:
         self.version = 0
         """Bumped on every change to the tables (the model version published with suggestions)."""
         self.loss_ema = 0.0
-        self._dirty: set[int] = set()
+        self._dirty_mask = np.zeros(cap, dtype=np.uint8)
+        self._dirty_rows = np.zeros(cap, dtype=np.int64)
+        self._dirty_top = np.zeros(1, dtype=np.int64)
+        w = max(self.config.window, 1)
+        self._ctx = np.zeros(w, dtype=np.int64)
+        self._dist = np.zeros(w, dtype=np.float64)
+        self._params = np.array([self.config.learning_rate, self.config.min_learning_rate,
+                                 self.config.distance_power], dtype=np.float64)
 
     def __len__(self) -> int:
         return len(self.vocab)
+
+    @property
+    def _dirty(self) -> list[int]:
+        """Rows changed since the last ``take_dirty`` (unsorted; for "anything pending?")."""
+        return self._dirty_rows[: int(self._dirty_top[0])].tolist()
 
     def _grow(self, need: int) -> None:
         cap = self.w_in.shape[0]
@@ -167,75 +197,86 @@ class ItemVectors:
             new = np.zeros((cap, self.config.dim), dtype=np.float32)
             new[: old.shape[0]] = old
             setattr(self, name, new)
+        mask = np.zeros(cap, dtype=np.uint8)
+        mask[: len(self._dirty_mask)] = self._dirty_mask
+        stack = np.zeros(cap, dtype=np.int64)
+        stack[: len(self._dirty_rows)] = self._dirty_rows
+        self._dirty_mask, self._dirty_rows = mask, stack
 
     def upsert(self, item_id: str) -> int:
         """Row of ``item_id``; a new item gets a small random input vector and a zero output vector."""
-        row, new = self.vocab.add(item_id)
-        if new:
-            self._grow(row + 1)
-            d = self.config.dim
-            self.w_in[row] = (self.rng.random(d, dtype=np.float32) - 0.5) / d
-            self._dirty.add(row)
+        row = self.vocab.index.get(item_id)
+        if row is not None:
+            return row
+        row, _ = self.vocab.add(item_id)
+        self._grow(row + 1)
+        d = self.config.dim
+        self.w_in[row] = (self.rng.random(d, dtype=np.float32) - 0.5) / d
         return row
 
     def row(self, item_id: str) -> int | None:
-        return self.vocab.get(item_id)
+        return self.vocab.index.get(item_id)
 
     def learn(self, item_id: str, context: tuple[str, ...] | list[str]) -> float:
         """Train the click on ``item_id`` against the items before it (last ``window`` of them).
 
-        Each (earlier -> this) pair gets one SGD step with its own negatives, together with
-        ``replay_pairs`` pairs replayed from the buffer. Returns the summed loss of the step's
-        pairs before it (0.0 when there was nothing to learn from).
+        Each (earlier -> this) pair gets one SGD step with its own negatives, followed by
+        ``replay_pairs`` pairs replayed from the buffer. Returns the summed loss of the
+        click's pairs, each taken just before its step (0.0 when there was nothing to learn
+        from).
         """
         cfg = self.config
         target = self.upsert(item_id)
-        self.vocab.counts[target] += 1.0
-        self._dirty.add(target)  # its count moved (the index keys carry it)
-        self.sampler.observe(self.vocab.counts, len(self.vocab))
-        recent = context[-cfg.window :]
-        n_ctx = len(recent)
-        window = [(c, n_ctx - j) for j, c in enumerate(recent) if cfg.learn_repeats or c != item_id]
-        if not window:
+        vocab = self.vocab
+        vocab.counts[target] += 1.0
+        sampler = self.sampler
+        sampler.observe(vocab.counts, len(vocab.ids))
+        n_ctx = len(context)
+        ctx, dist = self._ctx, self._dist
+        p = 0
+        repeats = cfg.learn_repeats
+        for j in range(max(0, n_ctx - cfg.window), n_ctx):
+            c = context[j]
+            if repeats or c != item_id:
+                ctx[p] = self.upsert(c)
+                dist[p] = n_ctx - j
+                p += 1
+        replay = self.replay
+        n_pairs = p + (cfg.replay_pairs if p and cfg.replay_pairs and replay.state[0] else 0)
+        loss = kernels.learn_click(
+            self.w_in, self.w_out, vocab.counts, target, ctx, dist, p, self._params,
+            replay.inputs, replay.targets, replay.scales, replay.state, cfg.replay_pairs,
+            cfg.negatives, sampler._cum, sampler._guide, sampler._n_at_build, self._kernel_rng,
+            self._dirty_mask, self._dirty_rows, self._dirty_top,
+        )
+        if not p:
             return 0.0
-        inputs = np.fromiter((self.upsert(c) for c, _ in window), dtype=np.int64, count=len(window))
-        p = len(inputs)
-        targets = np.full(p, target, dtype=np.int64)
-        if cfg.distance_power:
-            dist = np.fromiter((d for _, d in window), dtype=np.float32, count=p)
-            scales = dist ** np.float32(-cfg.distance_power)
-        else:
-            scales = np.ones(p, dtype=np.float32)
-        fresh = (inputs, targets, scales)
-        if cfg.replay_pairs and self.replay.n:
-            r_in, r_tg, r_sc = self.replay.sample(self.rng, cfg.replay_pairs)
-            inputs = np.concatenate([inputs, r_in])
-            targets = np.concatenate([targets, r_tg])
-            scales = np.concatenate([scales, r_sc])
-        self.replay.push(*fresh) if cfg.replay_pairs else None
-        n_pairs = len(inputs)
-        negatives = self.sampler.draw(self.rng, (n_pairs, cfg.negatives))
-        clash = negatives == targets[:, None]
-        if clash.any():
-            negatives[clash] = self.sampler.draw(self.rng, (int(clash.sum()),))
-        counts = self.vocab.counts[inputs]
-        lr = np.maximum(cfg.min_learning_rate, cfg.learning_rate / np.sqrt(np.maximum(counts, 1.0)))
-        lr = (lr * scales).astype(np.float32)
-        loss = sgns_step(self.w_in, self.w_out, inputs, targets, negatives, lr)
         self.updates += n_pairs
         self.version += 1
-        self._dirty.update(inputs.tolist())
-        self._dirty.update(targets.tolist())
-        self._dirty.update(negatives.reshape(-1).tolist())
         pair_loss = loss / n_pairs
         self.loss_ema = pair_loss if self.updates == n_pairs else 0.99 * self.loss_ema + 0.01 * pair_loss
-        return loss
+        return float(loss)
+
+    def touch(self, rows: IntArray) -> None:
+        """Report ``rows`` as changed at the next ``take_dirty`` (after a direct table write)."""
+        for r in np.unique(np.asarray(rows, dtype=np.int64)).tolist():
+            if not self._dirty_mask[r]:
+                self._dirty_mask[r] = 1
+                self._dirty_rows[int(self._dirty_top[0])] = r
+                self._dirty_top[0] += 1
 
     def take_dirty(self) -> list[int]:
-        """Rows changed since the last call (the index refresh reads this), sorted."""
-        rows = sorted(self._dirty)
-        self._dirty.clear()
-        return rows
+        """Rows whose index key may have changed since the last call, sorted: output vectors
+        moved by SGD, and clicked items (their count moved). Rows whose only change is the
+        input vector are left out (the index holds output vectors and counts only)."""
+        n = int(self._dirty_top[0])
+        if n == 0:
+            return []
+        rows = np.sort(self._dirty_rows[:n])
+        self._dirty_mask[rows] = 0
+        self._dirty_top[0] = 0
+        out: list[int] = rows.tolist()
+        return out
 
     def item_ids(self, rows: npt.NDArray[np.int64] | list[int]) -> list[str]:
         return [self.vocab.ids[int(r)] for r in rows]

@@ -63,10 +63,31 @@ def machine() -> dict[str, Any]:
             "cpus": __import__("os").cpu_count(), "processor": platform.processor() or "unknown"}
 
 
-def run_core(stream: list[BenchClick], settings: Settings, k: int = 20) -> dict[str, Any]:
+def preload(model: Recommender, items: int, seed: int = 0) -> None:
+    """Give the model the whole synthetic catalogue (``i0`` ... ``i{items-1}``) before the timed
+    stream: each item known, clicked once, with a small random output vector, all indexed.
+    A stream alone reaches only the items it clicks; this puts the model at its full size."""
+    vec = model.vectors
+    for i in range(items):
+        vec.upsert(f"i{i}")
+    n = len(vec)
+    rng = np.random.default_rng(seed + 1)
+    vec.w_out[:n] = (rng.standard_normal((n, vec.config.dim), dtype=np.float32)
+                     * np.float32(0.3 / math.sqrt(vec.config.dim)))
+    vec.vocab.counts[:n] = np.maximum(vec.vocab.counts[:n], 1.0)
+    vec.sampler.rebuild(vec.vocab.counts, n)
+    vec.touch(np.arange(n))
+    model.refresh()
+
+
+def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
+             preload_items: int = 0) -> dict[str, Any]:
     """Learn + recommend for every click, timing each part."""
     cfg = settings.session_config()
     model = Recommender(settings.recommender_config())
+    if preload_items:
+        preload(model, preload_items, settings.seed)
+    model_items0 = len(model.vectors)
     states: dict[str, VisitorState] = {}
     watermark = -math.inf
     n = len(stream)
@@ -106,6 +127,7 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20) -> dict[
     return {
         "clicks": n,
         "items": n_items,
+        "items_preloaded": model_items0,
         "dim": vec.config.dim,
         "clicks_per_s": round(n / total, 1),
         "learn_us_per_click": round(learn_t / n * 1e6, 2),
@@ -156,34 +178,64 @@ def run_gensim(stream: list[BenchClick], settings: Settings) -> dict[str, Any]:
 
 
 def run_retrieval(model: Recommender, queries: int = 2000, k: int = 20, seed: int = 0) -> dict[str, Any]:
-    """Index vs exact numpy search over the same current vectors, same queries."""
+    """Index vs exact numpy search over the current index keys, same queries (the model's own
+    query form: a session vector plus the popularity weight).
+
+    ``index_recall_at_20``: the index as the click stream left it (vectors that drifted
+    within the write budget are still pending). ``index_recall_at_20_fresh``: after every
+    pending vector is written, i.e. the graph's own recall at the configured ef.
+    """
     model.refresh()
     vec = model.vectors
     n = len(vec)
-    table = vec.w_out[:n]
+    keys = model._keys[:n]
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, n, size=min(queries, n))
-    qs = vec.w_in[rows]
+    qs = np.concatenate([vec.w_in[rows], np.full((len(rows), 1), model.config.popularity_weight,
+                                                   dtype=np.float32)], axis=1)
     t0 = time.perf_counter()
-    exact = [exact_top_k(table, q, k)[0] for q in qs]
+    exact = [exact_top_k(keys, q, k)[0] for q in qs]
     brute = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    approx = [model.index.query(q, k)[0] for q in qs]
-    idx = time.perf_counter() - t0
-    recall = float(np.mean([len(set(a.tolist()) & set(e.tolist())) / max(1, len(e))
-                            for a, e in zip(approx, exact, strict=True)]))
+
+    def recall() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        approx = [model.index.query(q, k)[0] for q in qs]
+        took = time.perf_counter() - t0
+        hits = [len(set(a.tolist()) & set(e.tolist())) / max(1, len(e))
+                for a, e in zip(approx, exact, strict=True)]
+        return float(np.mean(hits)), took
+
+    served, idx = recall()
+    model.index.refresh(model._keys, np.arange(n))
+    fresh, _ = recall()
     return {"bruteforce_qps": round(len(qs) / brute, 1), "index_qps": round(len(qs) / idx, 1),
-            "index_recall_at_20": round(recall, 4)}
+            "index_recall_at_20": round(served, 4), "index_recall_at_20_fresh": round(fresh, 4),
+            "index_ef": model.index.config.ef}
 
 
 def bench_core(path: str | None, clicks: int, items: int, dim: int, seed: int = 0,
-               gensim: bool = True) -> list[dict[str, Any]]:
+               gensim: bool = True, curve: tuple[int, ...] | None = None,
+               preload_items: int = 0) -> list[dict[str, Any]]:
+    """One JSON line for ``items``, or with ``curve`` one line per catalogue size: the model
+    preloaded with the whole catalogue (``preload``), then the same timed stream of ``clicks``
+    clicks over it; ``curve_ratio_vs_smallest`` compares clicks/s with the smallest size's,
+    measured in the same process."""
+    if curve:
+        lines: list[dict[str, Any]] = []
+        for size in sorted(curve):
+            line = bench_core(path, clicks, size, dim, seed=seed, gensim=gensim, preload_items=size)[0]
+            line["curve_items"] = size
+            base = lines[0]["clicks_per_s"] if lines else line["clicks_per_s"]
+            line["curve_ratio_vs_smallest"] = round(line["clicks_per_s"] / base, 4)
+            lines.append(line)
+        return lines
     settings = Settings.from_env(dim=dim, seed=seed)
     stream = load_stream(path, clicks, items, seed)
-    core = run_core(stream, settings)
+    core = run_core(stream, settings, preload_items=preload_items)
     model = core.pop("_model")
     out: dict[str, Any] = {"bench": "core", "source": path or "synthetic", **core}
     out.update(run_retrieval(model, seed=seed))
+    out.update(memory_budget(model))
     del model
     learn_cps = run_learn_only(stream, settings)
     out["learn_only_clicks_per_s"] = round(learn_cps, 1)
@@ -194,6 +246,22 @@ def bench_core(path: str | None, clicks: int, items: int, dim: int, seed: int = 
             out["learn_ratio_vs_gensim"] = round(learn_cps / g["gensim_words_per_s"], 4)
     out["machine"] = machine()
     return [out]
+
+
+def memory_budget(model: Recommender) -> dict[str, Any]:
+    """The model's resident arrays beside the budget (2x the raw float32 vector tables of
+    the items it knows, plus the index's own size)."""
+    vec = model.vectors
+    n = len(vec)
+    raw = 2 * n * vec.config.dim * 4
+    index_bytes = model.index.nbytes()
+    arrays = (vec.w_in.nbytes + vec.w_out.nbytes + vec.vocab.counts.nbytes + vec.replay.inputs.nbytes
+              + vec.replay.targets.nbytes + vec.replay.scales.nbytes + vec.sampler._cum.nbytes
+              + vec._dirty_mask.nbytes + vec._dirty_rows.nbytes + model._keys.nbytes
+              + model.popularity.nbytes)
+    return {"raw_vector_bytes": raw, "index_bytes": index_bytes, "model_array_bytes": arrays + index_bytes,
+            "memory_budget_bytes": 2 * raw + index_bytes,
+            "memory_vs_budget": round((arrays + index_bytes) / max(1, 2 * raw + index_bytes), 4)}
 
 
 def print_lines(lines: list[dict[str, Any]]) -> None:

@@ -16,8 +16,9 @@ from typing import Any
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from models.baselines import GensimItem2Vec, reference_baselines, sessions_of
     from models.engine import Engine
-    from models.evaluate import dump_writer, evaluate, read_sessions_tsv
+    from models.evaluate import Baseline, dump_writer, evaluate, read_sessions_tsv
     from streams.settings import Settings
 
     settings = Settings.from_env(**({"seed": args.seed} if args.seed is not None else {}))
@@ -25,12 +26,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     test = read_sessions_tsv(args.test)
     engine = Engine(settings.session_config(), settings.recommender_config(), k=max(args.k, 10))
     cutoffs = tuple(sorted({10, args.k}))
+    baselines: list[Baseline] = list(reference_baselines())
+    if args.gensim_epochs > 0:
+        baselines.append(GensimItem2Vec(
+            sessions_of((r.session_id, r.item_id) for r in train), args.gensim_epochs,
+            dim=settings.dim, window=settings.window, negatives=settings.negatives,
+            seed=settings.seed, query_items=settings.query_items,
+            recency_decay=settings.recency_decay))
     dump_fh = open(args.dump, "w", newline="") if args.dump else None  # noqa: SIM115
     bar = tqdm(total=len(train) + len(test), unit="click", disable=not args.progress,
                file=sys.stderr)
     try:
         report = evaluate(
-            train, test, engine, frozen=args.frozen, cutoffs=cutoffs,
+            train, test, engine, frozen=args.frozen, cutoffs=cutoffs, baselines=baselines,
             dump=dump_writer(dump_fh) if dump_fh else None,
             progress=bar.update,
         )
@@ -41,8 +49,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = report.as_dict()
     result["frozen"] = args.frozen
     result["k"] = args.k
+    result["gensim_epochs"] = args.gensim_epochs
     print(f"events={report.model.events} train_clicks={len(train)} test_clicks={len(test)}"
-          f" mode={'frozen' if args.frozen else 'prequential'}")
+          f" mode={'frozen' if args.frozen else 'prequential'}"
+          + (f" gensim_epochs={args.gensim_epochs}" if args.gensim_epochs > 0 else ""))
     header = "algorithm".ljust(10) + "".join(
         f"{m}@{c}".rjust(10) for c in cutoffs for m in ("HR", "MRR"))
     print(header)
@@ -156,7 +166,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.kind == "core":
         print_lines(bench_core(args.path, args.clicks, args.items, args.dim, seed=args.seed,
-                               gensim=args.gensim))
+                               gensim=args.gensim,
+                               curve=(10_000, 100_000, 1_000_000) if args.curve else None))
         return 0
     if args.kind == "kafka-replay":
         from streams.bench_e2e import bench_replay
@@ -223,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--seed", type=int, default=0)
     bn.add_argument("--seconds", type=float, default=20.0, help="e2e: seconds per phase")
     bn.add_argument("--gensim", action=argparse.BooleanOptionalAction, default=True)
+    bn.add_argument("--curve", action="store_true",
+                    help="core: one JSON line per catalogue size 10k/100k/1M (catalogue preloaded)")
     bn.set_defaults(func=_cmd_bench)
 
     ev = sub.add_parser("evaluate", help="replay session-rec TSV files offline and score HR/MRR")
@@ -234,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="write the figures as JSON here")
     ev.add_argument("--plot", help="draw rolling HR@K over the test stream to this PNG")
     ev.add_argument("--seed", type=int)
+    ev.add_argument("--gensim-epochs", type=int, default=0, metavar="N",
+                    help="also report gensim Word2Vec (skip-gram, negative sampling, same dim/"
+                    "window/negatives/seed) trained N epochs offline on the training sessions "
+                    "as baseline 'gensim' (0: off; needs the [bench] extra)")
     ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty())
     ev.set_defaults(func=_cmd_evaluate)
     return p

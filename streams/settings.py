@@ -55,8 +55,8 @@ class Settings:
     dim: int = 64
     window: int = 5
     negatives: int = 5
-    learning_rate: float = 0.05
-    min_learning_rate: float = 0.05
+    learning_rate: float = 0.3
+    min_learning_rate: float = 0.1
     sampling_power: float = 0.75
     distance_power: float = 0.0
     learn_repeats: bool = True
@@ -75,11 +75,13 @@ class Settings:
     index_writes_per_click: float = 0.5
     candidates: int = 100
     query_items: int = 5
-    recency_decay: float = 0.7
+    recency_decay: float = 0.5
     popularity_weight: float = 0.75
+    reverse_weight: float = 1.0
+    reverse_items: int = 1
     exclude_seen: bool = False
-    seen_boost: float = 6.0
-    seen_decay: float = 0.3
+    seen_boost: float = 12.0
+    seen_decay: float = 0.5
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -148,6 +150,8 @@ class Settings:
             query_items=self.query_items,
             recency_decay=self.recency_decay,
             popularity_weight=self.popularity_weight,
+            reverse_weight=self.reverse_weight,
+            reverse_items=self.reverse_items,
             exclude_seen=self.exclude_seen,
             seen_boost=self.seen_boost,
             seen_decay=self.seen_decay,

@@ -7,6 +7,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.baselines import SequentialRules
@@ -151,3 +152,38 @@ def test_rolling_hit_rate_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "hr.png"
     plot_hit_trace({"model": [True, False] * 50, "pop": [False] * 100}, str(out), window=10)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gensim_baseline_is_reported(files: tuple[Path, Path], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    train, test = files
+    j = tmp_path / "g.json"
+    assert main(["evaluate", "--train", str(train), "--test", str(test), "--json", str(j),
+                 "--gensim-epochs", "3", "--frozen", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    figures = json.loads(j.read_text())
+    assert set(figures["baselines"]) == {"pop", "markov", "sr", "gensim"}
+    assert figures["gensim_epochs"] == 3
+    assert "gensim_epochs=3" in printed and "\ngensim " in printed
+    # 300 items: a random list of 20 hits about 7% of the time.
+    assert figures["baselines"]["gensim"]["hr@20"] > 0.3
+
+
+def test_gensim_baseline_recommends_what_co_occurs() -> None:
+    from models.baselines import GensimItem2Vec, sessions_of
+
+    rng = random.Random(0)
+    rows = []
+    for s in range(400):
+        group = s % 2
+        for _ in range(6):
+            rows.append((str(s), f"g{group}i{rng.randrange(5)}"))
+    g = GensimItem2Vec(sessions_of(rows), epochs=20, dim=8, window=3, seed=1)
+    again = GensimItem2Vec(sessions_of(rows), epochs=20, dim=8, window=3, seed=1)
+    np.testing.assert_array_equal(g.wv.vectors, again.wv.vectors)  # workers=1 and a seed
+    for session, group in ((["g0i0"], "g0"), (["g0i3", "g1i2"], "g1")):
+        top = [i for i, _ in g.recommend(session, 5)]
+        assert sorted(top) == [f"{group}i{j}" for j in range(5)], (session, top)
+    assert [i for i, _ in g.recommend(["unknown"], 3)] == []  # nothing learned for the fallback
+    g.learn("g1i4", [])
+    assert [i for i, _ in g.recommend(["unknown"], 3)] == ["g1i4"]

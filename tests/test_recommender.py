@@ -87,3 +87,33 @@ def test_popular_asks_for_more_than_the_catalogue() -> None:
         r.learn(item, [])
         assert len(r.popular(50)) == i + 1
     assert {i for i, _ in r.recommend(["zz"], 20).items} == {"a", "b", "c", "d", "e"}
+
+
+def test_reverse_direction_ranks_what_usually_comes_before() -> None:
+    """Sessions are always p_i -> n_i: the forward term has nothing to say after n_i (it is
+    never followed), the reverse term knows p_i goes with it."""
+    sessions = [[f"p{i}", f"n{i}"] for i in range(12)] * 30
+    for rw, expect in ((0.0, False), (1.0, True)):
+        cfg = RecommenderConfig(
+            item2vec=Item2VecConfig(dim=16, learning_rate=0.2, min_learning_rate=0.2,
+                                    replay_pairs=4, seed=3),
+            reverse_weight=rw, seen_boost=0.0)
+        rec = _train(cfg, sessions)
+        found = 0
+        for i in range(12):
+            top = [it for it, _ in rec.recommend([f"n{i}"], 3).items]
+            found += f"p{i}" in top
+        assert (found >= 10) is expect, (rw, found)
+
+
+def test_ranking_knobs_come_from_the_environment() -> None:
+    from streams.settings import Settings
+
+    cfg = Settings.from_env({"SESSIONREC_REVERSE_WEIGHT": "0.25", "SESSIONREC_REVERSE_ITEMS": "3"}
+                            ).recommender_config()
+    assert (cfg.reverse_weight, cfg.reverse_items) == (0.25, 3)
+    # The settings' defaults are the model's defaults.
+    default, model = Settings().recommender_config(), RecommenderConfig()
+    for name in ("reverse_weight", "reverse_items", "recency_decay", "seen_boost", "seen_decay",
+                 "popularity_weight", "candidates", "query_items"):
+        assert getattr(default, name) == getattr(model, name), name

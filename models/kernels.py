@@ -1,0 +1,240 @@
+"""Compiled (numba) kernels for the per-click SGNS learner.
+
+``learn_click`` does everything one click costs the learner in one call: the window's pairs,
+the replayed pairs sampled from the ring buffer, the push of the fresh pairs into the ring,
+the negatives drawn from the cumulative unigram**power table (the row
+``np.searchsorted(..., side="right")`` would give, found through a guide table), one
+sequential SGD step per pair (word2vec's: the output rows are updated as they are visited,
+the input row once at the end of its pair), and the bookkeeping of which output rows
+changed (for the index refresh).
+
+Randomness comes from a splitmix64 generator whose state lives in a one-element ``uint64``
+array owned by the caller, so a model is deterministic for its seed and two models never
+share a stream (numba's own ``np.random`` state is per thread, shared by every model).
+
+``pair_step`` is the one-pair update on its own, so tests can compare it with the numpy
+reference ``models.sgns.sgns_step`` and with the numerical gradient of ``sgns_loss``.
+
+Compiled with ``cache=True``: the machine code lands next to this file in ``__pycache__``
+(or under ``NUMBA_CACHE_DIR``), so a new process loads it instead of compiling again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+# reassoc lets LLVM vectorise the dot products; results stay deterministic for one build.
+_FASTMATH = {"reassoc", "contract"}
+
+
+
+def _compiled(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``njit(cache=True, nogil=True)``; without the on-disk cache when numba finds no
+    writable place for it (read-only install and no NUMBA_CACHE_DIR): compiled per process."""
+
+    def wrap(fn: Callable[..., Any]) -> Any:
+        try:
+            return njit(cache=True, nogil=True, **options)(fn)
+        except RuntimeError:
+            return njit(nogil=True, **options)(fn)
+
+    return wrap
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S11 = np.uint64(11)
+_INV53 = 1.0 / 9007199254740992.0
+
+
+def seed_state(seed: int) -> np.ndarray:
+    """A generator state for ``seed`` (a one-element uint64 array the kernels advance)."""
+    return np.array([(int(seed) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**64], dtype=np.uint64)
+
+
+@_compiled()
+def next_uniform(state: np.ndarray) -> float:
+    """A float64 uniform in [0, 1) (splitmix64)."""
+    s = state[0] + _GOLDEN
+    state[0] = s
+    z = (s ^ (s >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    z = z ^ (z >> _S31)
+    return float(z >> _S11) * _INV53
+
+
+@_compiled()
+def draw_one(cum: np.ndarray, guide: np.ndarray, n_build: int, state: np.ndarray) -> int:
+    """One row drawn in proportion to the increments of ``cum[:n_build]`` (0 if empty).
+
+    The same row as ``np.searchsorted(cum, u * cum[-1], side="right")`` (the first index whose
+    cumulative weight exceeds the draw), found from ``guide`` (``guide[b]`` is that index for
+    the draw ``b / len(guide)`` of the way up; see ``guide_table``) plus a step or two, not a
+    binary search: two or three memory reads instead of log2(n) cache misses.
+    """
+    if n_build <= 0:
+        return 0
+    total = cum[n_build - 1]
+    if total <= 0.0:
+        return 0
+    u = next_uniform(state)
+    x = u * total
+    nb = guide.shape[0]
+    b = int(u * nb)
+    if b >= nb:
+        b = nb - 1
+    i = guide[b]
+    if i > n_build - 1:
+        i = n_build - 1
+    while i > 0 and cum[i - 1] > x:  # rounding put the bucket's start past the answer
+        i -= 1
+    while i < n_build - 1 and cum[i] <= x:
+        i += 1
+    return i
+
+
+def guide_table(cum: np.ndarray) -> np.ndarray:
+    """``guide[b]`` = first index with ``cum > b / n * cum[-1]``, n = len(cum)."""
+    n = len(cum)
+    if n == 0 or cum[-1] <= 0:
+        return np.zeros(max(n, 1), dtype=np.int64)
+    out: np.ndarray = np.searchsorted(cum, np.arange(n) * (cum[-1] / n), side="right").astype(np.int64)
+    return out
+
+
+@_compiled(fastmath=_FASTMATH)
+def pair_step(
+    w_in: np.ndarray, w_out: np.ndarray, a: int, rows: np.ndarray, lr: float, grad: np.ndarray
+) -> float:
+    """One SGD step for input row ``a`` against ``rows[0]`` (positive) and ``rows[1:]``
+    (negatives), in place; ``grad`` is float32 scratch of length dim. Returns the pair's loss
+    before the step, -log s(u.v+) - sum log s(-u.v-)."""
+    d = w_in.shape[1]
+    for j in range(d):
+        grad[j] = 0.0
+    loss = 0.0
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        s = np.float32(0.0)
+        for j in range(d):
+            s += w_in[a, j] * w_out[r, j]
+        x = min(max(float(s), -30.0), 30.0)
+        sig = 1.0 / (1.0 + math.exp(-x))
+        if k == 0:
+            loss -= math.log(sig + 1e-12)
+            g = np.float32((sig - 1.0) * lr)
+        else:
+            loss -= math.log(1.0 - sig + 1e-12)
+            g = np.float32(sig * lr)
+        for j in range(d):
+            grad[j] += g * w_out[r, j]
+            w_out[r, j] -= g * w_in[a, j]
+    for j in range(d):
+        w_in[a, j] -= grad[j]
+    return loss
+
+
+@_compiled()
+def _mark(row: int, mask: np.ndarray, stack: np.ndarray, top: np.ndarray) -> None:
+    if mask[row] == 0:
+        mask[row] = 1
+        stack[top[0]] = row
+        top[0] += 1
+
+
+@_compiled()
+def learn_click(
+    w_in: np.ndarray,
+    w_out: np.ndarray,
+    counts: np.ndarray,
+    target: int,
+    ctx: np.ndarray,
+    dist: np.ndarray,
+    n_fresh: int,
+    params: np.ndarray,
+    ring_in: np.ndarray,
+    ring_tg: np.ndarray,
+    ring_sc: np.ndarray,
+    ring_state: np.ndarray,
+    replay_pairs: int,
+    n_neg: int,
+    cum: np.ndarray,
+    guide: np.ndarray,
+    n_build: int,
+    rng: np.ndarray,
+    mask: np.ndarray,
+    stack: np.ndarray,
+    top: np.ndarray,
+) -> float:
+    """Train one click on ``target`` from ``ctx[:n_fresh]`` (rows of the earlier items, at
+    ``dist`` clicks back) plus ``replay_pairs`` pairs replayed from the ring, in place.
+
+    ``params`` = (learning_rate, min_learning_rate, distance_power). ``ring_state`` =
+    (pairs held, next slot). The replayed pairs are sampled before the fresh ones are pushed.
+    Output rows changed (and ``target``, whose count moved) are marked in ``mask`` and
+    appended to ``stack[:top[0]]`` once each. Returns the summed loss of the click's pairs
+    (0.0 when there was nothing to learn from: no replay either, as without context).
+    """
+    _mark(target, mask, stack, top)
+    if n_fresh == 0:
+        return 0.0
+    lr0 = params[0]
+    min_lr = params[1]
+    dpow = params[2]
+    size = ring_in.shape[0]
+    held = ring_state[0]
+    n_rep = replay_pairs if (replay_pairs > 0 and held > 0) else 0
+    n_pairs = n_fresh + n_rep
+    p_in = np.empty(n_pairs, dtype=np.int64)
+    p_tg = np.empty(n_pairs, dtype=np.int64)
+    p_sc = np.empty(n_pairs, dtype=np.float32)
+    for i in range(n_fresh):
+        p_in[i] = ctx[i]
+        p_tg[i] = target
+        p_sc[i] = np.float32(dist[i] ** -dpow) if dpow != 0.0 else np.float32(1.0)
+    for i in range(n_rep):
+        pick = int(next_uniform(rng) * held)
+        if pick >= held:
+            pick = held - 1
+        p_in[n_fresh + i] = ring_in[pick]
+        p_tg[n_fresh + i] = ring_tg[pick]
+        p_sc[n_fresh + i] = ring_sc[pick]
+    if replay_pairs > 0:
+        pos = ring_state[1]
+        for i in range(n_fresh):
+            ring_in[pos] = p_in[i]
+            ring_tg[pos] = p_tg[i]
+            ring_sc[pos] = p_sc[i]
+            pos += 1
+            if pos == size:
+                pos = 0
+        ring_state[1] = pos
+        ring_state[0] = min(held + n_fresh, size)
+    rows = np.empty(1 + n_neg, dtype=np.int64)
+    grad = np.empty(w_in.shape[1], dtype=np.float32)
+    loss = 0.0
+    for i in range(n_pairs):
+        a = p_in[i]
+        t = p_tg[i]
+        c = counts[a]
+        lr = max(min_lr, lr0 / math.sqrt(c if c > 1.0 else 1.0))
+        lr = float(np.float32(lr) * p_sc[i])
+        rows[0] = t
+        for k in range(1, 1 + n_neg):
+            r = draw_one(cum, guide, n_build, rng)
+            if r == t:
+                r = draw_one(cum, guide, n_build, rng)
+            rows[k] = r
+        loss += pair_step(w_in, w_out, a, rows, lr, grad)
+        for k in range(1 + n_neg):
+            _mark(rows[k], mask, stack, top)
+    return loss
