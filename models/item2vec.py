@@ -27,7 +27,7 @@ class Item2VecConfig:
     """Learning settings (constructor arguments are the settings)."""
 
     dim: int = 64
-    window: int = 5
+    window: int = 2
     negatives: int = 5
     learning_rate: float = 0.05
     min_learning_rate: float = 0.05

@@ -53,7 +53,7 @@ class Settings:
     future_tolerance_s: float = 300.0
     # Learning
     dim: int = 64
-    window: int = 5
+    window: int = 2
     negatives: int = 5
     learning_rate: float = 0.3
     min_learning_rate: float = 0.1
