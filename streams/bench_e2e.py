@@ -110,7 +110,7 @@ def bench_replay(train_path: str, test_path: str, k: int = 20) -> list[dict[str,
     Publishes train then test clicks (SessionId as visitor) to the real broker, collects the
     worker's suggestions by event id, and scores them with the offline protocol."""
     from models.engine import Engine
-    from models.evaluate import evaluate, read_sessions_tsv
+    from models.evaluate import Scores, evaluate, read_sessions_tsv
     from streams.settings import Settings
 
     train, test = read_sessions_tsv(train_path), read_sessions_tsv(test_path)
@@ -144,20 +144,15 @@ def bench_replay(train_path: str, test_path: str, k: int = 20) -> list[dict[str,
     by_session: dict[str, list[Any]] = {}
     for r in test:
         by_session.setdefault(r.session_id, []).append(r)
-    hits = events = same = 0
-    rr = 0.0
+    kafka = Scores((k,))
+    same = 0
     for sid, rows in by_session.items():
         for pos in range(len(rows) - 1):
-            events += 1
             got = lists.get(f"test-{rows[pos].order}", [])[:k]
             same += got == offline_lists.get((sid, pos), [])[:k]
-            target = rows[pos + 1].item_id
-            if target in got:
-                hits += 1
-                rr += 1.0 / (got.index(target) + 1)
-    out["kafka"] = {"events": events, f"hr@{k}": round(hits / max(1, events), 6),
-                    f"mrr@{k}": round(rr / max(1, events), 6)}
+            kafka.add(got, rows[pos + 1].item_id)
+    out["kafka"] = kafka.as_dict()
     out["answered"] = len(lists)
-    out["identical_lists_share"] = round(same / max(1, events), 4)
+    out["identical_lists_share"] = round(same / max(1, kafka.events), 4)
     out[f"hr@{k}_difference"] = round(out["kafka"][f"hr@{k}"] - out["offline"][f"hr@{k}"], 6)
     return [out]
