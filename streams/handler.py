@@ -88,7 +88,7 @@ class ClickHandler:
                 out.append(self._closed(o))
         acc, rec = res.accepted, res.recommendation
         assert acc is not None and rec is not None
-        if state is None or state.session is None or any(isinstance(o, Closed) for o in res.outputs):
+        if state is None or state.session is None or res.closed:
             m.LIVE_SESSIONS.inc()
         self.watermarks[partition] = max(watermark, click.ts)
         d = res.state.to_dict()
