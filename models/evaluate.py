@@ -140,13 +140,13 @@ def evaluate(
         recs = res.recommendation.items if res.recommendation is not None else None
         return res.accepted, recs
 
-    for n, (_, click) in enumerate(_clicks(train, "train-")):
+    for _, click in _clicks(train, "train-"):
         acc = feed(click, recommend=False)[0]
         if acc is not None:
             for b in bases:
                 b.learn(click.item_id, acc.context)
-        if progress and n % 1000 == 0:
-            progress(1000 if n else 0)
+        if progress:
+            progress(1)
 
     remaining: dict[str, int] = defaultdict(int)
     for r in test:
@@ -157,7 +157,7 @@ def evaluate(
     base_scores = {b.name: Scores(cutoffs) for b in bases}
     trace: dict[str, list[bool]] = {"model": [], **{b.name: [] for b in bases}}
     engine.learning = not frozen
-    for n, (row, click) in enumerate(_clicks(test, "test-")):
+    for row, click in _clicks(test, "test-"):
         sid = row.session_id
         if sid in pending:
             model_list, base_lists = pending.pop(sid)
@@ -183,8 +183,8 @@ def evaluate(
                                                   for b in bases})
             if dump is not None:
                 dump(sid, position, recs)
-        if progress and n % 1000 == 0:
-            progress(1000)
+        if progress:
+            progress(1)
     engine.learning = True
     return Report(model_scores, base_scores, len(train), len(test), trace)
 
