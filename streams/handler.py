@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from models.engine import Engine
 from models.recommender import Recommendation
 from models.session import Click, Closed, Duplicate, Late, VisitorState
 from streams import metrics as m
 from streams.codec import (
+    Limits,
     Rejection,
     decode_click,
     derived_event_id,
@@ -58,10 +60,9 @@ class ClickHandler:
         offset: int, arrived: float | None = None, clock: float | None = None,
     ) -> list[Message]:
         """One message from the clicks topic -> messages to publish (in order)."""
-        s = self.settings
         self.positions[partition] = offset + 1
         now = time.time() if arrived is None else arrived
-        decoded = decode_click(value, key, now, s.limits())
+        decoded = decode_click(value, key, now, self.limits)
         if isinstance(decoded, Rejection):
             return [self._reject(decoded.reason, decoded.detail, key, value, topic, partition,
                                  offset)]
@@ -109,6 +110,11 @@ class ClickHandler:
         # must not count as accepted too (one outcome per message).
         m.CLICKS.labels(outcome="accepted").inc()
         return out
+
+    @cached_property
+    def limits(self) -> Limits:
+        """Built once: the decoder reads them on every click."""
+        return self.settings.limits()
 
     def _suggestion(self, click: Click, state: VisitorState, rec: Recommendation,
                     arrived: float) -> Message:
