@@ -40,6 +40,40 @@ def test_recall_against_brute_force_after_a_stream_of_updates(space: str) -> Non
     assert _recall(index, table, queries) >= 0.95
 
 
+def test_recall_when_norms_span_an_order_of_magnitude() -> None:
+    """Learned item vectors: popular items have norms many times those of rare ones. One
+    lift over all of them measured recall@20 0.82 here; norm bands must keep it >= 0.95."""
+    rng = np.random.default_rng(2)
+    dim, n, topics = 32, 4000, 60
+    centers = rng.normal(size=(topics, dim)).astype(np.float32) / np.sqrt(dim)
+    noise = rng.normal(size=(n, dim)).astype(np.float32) / np.sqrt(dim)
+    direction = centers[rng.integers(0, topics, n)] + noise
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    norm = np.exp(rng.uniform(np.log(0.5), np.log(10.0), n)).astype(np.float32)
+    table = np.zeros((n, dim), dtype=np.float32)
+    index = VectorIndex(dim, IndexConfig(initial_capacity=64))
+    for step in range(60):
+        rows = np.unique(rng.integers(0, min(n, 100 * (step + 1)), 200))
+        table[rows] = direction[rows] * (norm[rows] * (1 + 0.2 * rng.random(len(rows))))[:, None]
+        index.refresh(table, rows)
+    assert len(index) == int((np.linalg.norm(table, axis=1) > 0).sum()) and index.bands >= 5
+    jitter = rng.normal(size=(200, dim)).astype(np.float32) / np.sqrt(dim)
+    queries = 3 * centers[rng.integers(0, topics, 200)] + jitter
+    assert _recall(index, table, queries) >= 0.95
+
+
+def test_a_vector_that_changes_band_is_found_once() -> None:
+    """Growing norms move a row to another band's graph; its old element must not answer."""
+    index = VectorIndex(4, IndexConfig(band_floor=1.0, band_ratio=2.0, drift_tol=0.0))
+    table = np.array([[0.5, 0, 0, 0], [0, 0.5, 0, 0]], dtype=np.float32)
+    index.refresh(table, [0, 1])
+    table[0] *= 10  # band 0 -> band 3
+    index.refresh(table, [0])
+    rows, dist = index.query(np.array([1, 0, 0, 0], dtype=np.float32), 5)
+    assert rows.tolist() == [0, 1]
+    assert np.allclose(dist, [1 - 5.0, 1 - 0.0], atol=1e-4)
+
+
 def test_grows_past_initial_capacity() -> None:
     rng = np.random.default_rng(1)
     index = VectorIndex(8, IndexConfig(initial_capacity=16))
