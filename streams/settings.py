@@ -70,9 +70,11 @@ class Settings:
     index_m: int = 16
     index_ef: int = 100
     index_ef_construction: int = 40
+    index_band_ratio: float = 1.5
+    index_band_floor: float = 1.0
     index_compact_ratio: float = 1.0
     index_drift_tol: float = 0.05
-    index_writes_per_click: float = 0.5
+    index_writes_per_click: float = 0.0
     candidates: int = 100
     query_items: int = 5
     recency_decay: float = 0.5
@@ -140,6 +142,8 @@ class Settings:
                 m=self.index_m,
                 ef=self.index_ef,
                 ef_construction=self.index_ef_construction,
+                band_ratio=self.index_band_ratio,
+                band_floor=self.index_band_floor,
                 compact_ratio=self.index_compact_ratio,
                 drift_tol=self.index_drift_tol,
                 seed=self.seed,

@@ -117,3 +117,19 @@ def test_ranking_knobs_come_from_the_environment() -> None:
     for name in ("reverse_weight", "reverse_items", "recency_decay", "seen_boost", "seen_decay",
                  "popularity_weight", "candidates", "query_items"):
         assert getattr(default, name) == getattr(model, name), name
+
+
+def test_every_changed_vector_is_in_the_index_after_a_refresh() -> None:
+    """By default a refresh writes every vector that moved, so a change is visible in results
+    within one refresh interval; a write budget leaves some pending (the trade it offers)."""
+    sessions = _stream(3, 400)
+    fresh = _train(CFG, sessions)
+    n = len(fresh.vectors)
+    assert len(fresh.index) == n
+    assert fresh.index.select_stale(fresh._keys, np.arange(n)).size == 0
+    budget = Recommender(RecommenderConfig(item2vec=CFG.item2vec, index_writes_per_click=0.1))
+    for items in sessions:
+        for pos, item in enumerate(items):
+            budget.learn(item, items[:pos])
+            budget.refresh()
+    assert budget.index.select_stale(budget._keys, np.arange(len(budget.vectors))).size > 0
