@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.engine import Engine
 from streams import metrics as m
+from streams.credentials import faust_credentials
 from streams.handler import ClickHandler, Message
 from streams.settings import Settings
 
@@ -24,6 +25,7 @@ settings = Settings.from_env()
 app = faust.App(
     settings.app_id,
     broker=settings.broker,
+    broker_credentials=faust_credentials(settings),
     store="memory://",
     datadir=settings.data_dir,
     topic_partitions=settings.partitions,

@@ -109,7 +109,7 @@ def ensure_topics(settings: Settings) -> None:
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.broker_address)
+    admin = KafkaAdminClient(bootstrap_servers=settings.broker_address, **settings.kafka_options())
     try:
         existing = set(admin.list_topics())
         missing = [NewTopic(name, settings.partitions, 1) for name in topic_names(settings)

@@ -132,7 +132,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     else:
         print("give a file to replay or --synthetic", file=sys.stderr)
         return 2
-    producer = make_producer(settings.broker_address)
+    producer = make_producer(settings.broker_address, settings.kafka_options())
     with tqdm(total=total, unit="click", disable=not args.progress, file=sys.stderr) as bar:
         summary = send_clicks(producer, args.topic or settings.clicks_topic, clicks,
                               rate=args.rate, speedup=args.speedup, progress=bar)
@@ -148,7 +148,8 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     shown = 0
     for rec in read_records(settings.broker_address, settings.recommendations_topic,
                             until=(lambda n: bool(args.max) and n >= args.max),
-                            timeout=args.seconds, from_beginning=args.from_beginning):
+                            timeout=args.seconds, from_beginning=args.from_beginning,
+                            options=settings.kafka_options()):
         print(format_recommendation(rec.value, args.top), flush=True)
         shown += 1
     print(f"watched {shown} suggestions", file=sys.stderr)

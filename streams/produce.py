@@ -146,8 +146,8 @@ def send_clicks(
     return summary
 
 
-def make_producer(address: str) -> Any:
+def make_producer(address: str, options: dict[str, Any] | None = None) -> Any:
     from kafka import KafkaProducer
 
     return KafkaProducer(bootstrap_servers=address, linger_ms=5, acks=1,
-                         max_request_size=4 * 1024 * 1024)
+                         max_request_size=4 * 1024 * 1024, **(options or {}))

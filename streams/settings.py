@@ -8,7 +8,7 @@ so the offline replay uses the same defaults as the worker.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,14 @@ class Settings:
     sessions_topic: str = "sessions"
     dlq_topic: str = "clicks-dlq"
     partitions: int = 4
+    kafka_security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. Explicit, never guessed from which
+    credentials happen to be mounted: a Secret appearing must not change the protocol."""
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ca_file: str = ""
+    """PEM file of the CA that signed the brokers' certificates (empty: the system's)."""
     # Worker
     web_port: int = 6066
     web_host: str = "0.0.0.0"
@@ -102,6 +110,22 @@ class Settings:
     def broker_address(self) -> str:
         """host:port, as kafka-python wants it."""
         return self.broker.split("://", 1)[-1].split(";")[0]
+
+    @property
+    def security_protocol(self) -> str:
+        return self.kafka_security_protocol.strip().upper() or "PLAINTEXT"
+
+    def kafka_options(self) -> dict[str, Any]:
+        """Security options for kafka-python clients (producer, consumer, admin)."""
+        proto = self.security_protocol
+        opts: dict[str, Any] = {"security_protocol": proto}
+        if proto.startswith("SASL"):
+            opts.update(sasl_mechanism=self.kafka_sasl_mechanism,
+                        sasl_plain_username=self.kafka_sasl_username,
+                        sasl_plain_password=self.kafka_sasl_password)
+        if proto.endswith("SSL") and self.kafka_ca_file:
+            opts["ssl_cafile"] = self.kafka_ca_file
+        return opts
 
     @property
     def state_dir(self) -> Path:

@@ -14,11 +14,12 @@ from typing import Any
 import orjson
 
 
-def assigned_consumer(address: str, topic: str, from_beginning: bool = True) -> Any:
+def assigned_consumer(address: str, topic: str, from_beginning: bool = True,
+                      options: dict[str, Any] | None = None) -> Any:
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=address, enable_auto_commit=False,
-                             group_id=None, consumer_timeout_ms=500)
+                             group_id=None, consumer_timeout_ms=500, **(options or {}))
     deadline = time.monotonic() + 30
     parts = consumer.partitions_for_topic(topic)
     while not parts and time.monotonic() < deadline:
@@ -37,11 +38,11 @@ def assigned_consumer(address: str, topic: str, from_beginning: bool = True) -> 
 
 def read_records(
     address: str, topic: str, until: Any = None, timeout: float = 60.0, idle: float | None = None,
-    from_beginning: bool = True,
+    from_beginning: bool = True, options: dict[str, Any] | None = None,
 ) -> Iterator[Any]:
     """Yield raw records until ``until(count)`` is true, ``timeout`` passes, or nothing new
     arrived for ``idle`` seconds."""
-    consumer = assigned_consumer(address, topic, from_beginning)
+    consumer = assigned_consumer(address, topic, from_beginning, options)
     deadline = time.monotonic() + timeout
     last_new = time.monotonic()
     n = 0
