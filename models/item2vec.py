@@ -14,6 +14,7 @@ one-pass over the stream while each pair gets several (decaying-in-time) looks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -277,6 +278,61 @@ class ItemVectors:
         self._dirty_top[0] = 0
         out: list[int] = rows.tolist()
         return out
+
+    def state(self) -> dict[str, npt.NDArray[Any]]:
+        """What learning needs to go on where it stopped, as plain arrays (a snapshot; no
+        pickle: ids are UTF-8 bytes plus offsets)."""
+        n = len(self)
+        encoded = [i.encode() for i in self.vocab.ids]
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(b) for b in encoded], dtype=np.int64)
+        return {
+            "dim": np.array([self.config.dim], dtype=np.int64),
+            "ids": np.frombuffer(b"".join(encoded), dtype=np.uint8),
+            "id_offsets": offsets,
+            "counts": self.vocab.counts[:n].copy(),
+            "w_in": self.w_in[:n].copy(),
+            "w_out": self.w_out[:n].copy(),
+            "replay_inputs": self.replay.inputs.copy(),
+            "replay_targets": self.replay.targets.copy(),
+            "replay_scales": self.replay.scales.copy(),
+            "replay_state": self.replay.state.copy(),
+            "kernel_rng": self._kernel_rng.copy(),
+            "sampler_cum": self.sampler._cum.copy(),
+            "sampler_guide": self.sampler._guide.copy(),
+            "sampler_meta": np.array([self.sampler._since, self.sampler._n_at_build], dtype=np.int64),
+            "progress": np.array([self.updates, self.version], dtype=np.int64),
+            "loss_ema": np.array([self.loss_ema], dtype=np.float64),
+        }
+
+    def restore(self, state: dict[str, npt.NDArray[Any]]) -> None:
+        """Load a ``state()`` into this fresh model (same dimension); every row is reported
+        changed, so the next refresh indexes them all."""
+        if len(self):
+            raise ValueError("restore needs a fresh model")
+        if int(state["dim"][0]) != self.config.dim:
+            raise ValueError(f"snapshot has dim {int(state['dim'][0])}, the model {self.config.dim}")
+        raw, offsets = state["ids"].tobytes(), state["id_offsets"]
+        ids = [raw[offsets[i] : offsets[i + 1]].decode() for i in range(len(offsets) - 1)]
+        n = len(ids)
+        for item in ids:
+            self.vocab.add(item)
+        self._grow(n)
+        self.vocab.counts[:n] = state["counts"]
+        self.w_in[:n], self.w_out[:n] = state["w_in"], state["w_out"]
+        if len(state["replay_inputs"]) == self.replay.size:
+            self.replay.inputs[:] = state["replay_inputs"]
+            self.replay.targets[:] = state["replay_targets"]
+            self.replay.scales[:] = state["replay_scales"]
+            self.replay.state[:] = state["replay_state"]
+        self._kernel_rng[:] = state["kernel_rng"]
+        self.updates, self.version = (int(x) for x in state["progress"])
+        self.loss_ema = float(state["loss_ema"][0])
+        self.rng = np.random.default_rng([self.config.seed, self.version])
+        # The negatives table as it was (rebuilt on its own schedule), for an exact continuation.
+        self.sampler._cum, self.sampler._guide = state["sampler_cum"].copy(), state["sampler_guide"].copy()
+        self.sampler._since, self.sampler._n_at_build = (int(x) for x in state["sampler_meta"])
+        self.touch(np.arange(n))
 
     def item_ids(self, rows: npt.NDArray[np.int64] | list[int]) -> list[str]:
         return [self.vocab.ids[int(r)] for r in rows]

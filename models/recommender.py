@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from models.index import IndexConfig, VectorIndex
 from models.item2vec import Item2VecConfig, ItemVectors
@@ -140,6 +141,33 @@ class Recommender:
                 top = top[:-1]
             top = np.append(top, row)
         self._top = top[np.lexsort((top, -pop[top]))]
+
+    # -- snapshots ------------------------------------------------------------------------
+    def state(self) -> dict[str, npt.NDArray[Any]]:
+        """The learned model as plain arrays: vectors, counts, replay, popularity. The index
+        is not in it: ``restore`` rebuilds it from the vectors."""
+        n = len(self.vectors)
+        out = self.vectors.state()
+        out.update(popularity=self.popularity[:n].copy(), top=self._top.copy(),
+                   pop_scale=np.array([self._pop_scale]),
+                   clicks_learned=np.array([self.clicks_learned], dtype=np.int64))
+        return out
+
+    @classmethod
+    def restore(cls, state: dict[str, npt.NDArray[Any]], config: RecommenderConfig | None = None
+                ) -> Recommender:
+        """A model that goes on from ``state`` (same dimension), its index rebuilt."""
+        model = cls(config)
+        model.vectors.restore(state)
+        n = len(model.vectors)
+        pop = state["popularity"]
+        model.popularity = np.zeros(max(1024, n, len(pop)), dtype=np.float64)
+        model.popularity[: len(pop)] = pop
+        model._pop_scale = float(state["pop_scale"][0])
+        model._top = state["top"].astype(np.int64)
+        model.clicks_learned = model._clicks_at_refresh = int(state["clicks_learned"][0])
+        model.refresh()
+        return model
 
     # -- index ----------------------------------------------------------------------------
     def refresh(self) -> int:

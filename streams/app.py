@@ -7,6 +7,7 @@ only wires Kafka to it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.engine import Engine
 from streams import metrics as m
+from streams import snapshot
 from streams.credentials import faust_credentials
 from streams.handler import ClickHandler, Message
 from streams.settings import Settings
@@ -49,6 +51,7 @@ sessions_by_visitor = app.Table("sessions_by_visitor", default=None, partitions=
                                 key_type=bytes)
 
 engine = Engine(settings.session_config(), settings.recommender_config(), k=settings.k)
+engine.model = snapshot.load(settings.state_dir, settings.recommender_config()) or engine.model
 handler = ClickHandler(settings, engine)
 outputs = {t.get_topic_name(): t for t in (recommendations_topic, sessions_topic, dlq_topic)}
 m.init_labels()  # sessionrec_build_info is set by streams.metrics from the package version
@@ -135,10 +138,22 @@ async def observe() -> None:
     m.set_consumer_lag(lags)
 
 
+@app.timer(settings.snapshot_interval_s or 3600.0)
+async def save_model() -> None:
+    """Snapshot the model: arrays copied on the loop (between clicks), written off it."""
+    if settings.snapshot_interval_s <= 0 or not len(engine.model.vectors):
+        return
+    state = engine.model.state()
+    t0 = time.perf_counter()
+    await asyncio.to_thread(snapshot.save, state, settings.state_dir)
+    m.SNAPSHOT_SECONDS.observe(time.perf_counter() - t0)
+    m.SNAPSHOT_TIME.set(time.time())
+
+
 def is_ready() -> bool:
     """Partitions assigned, tables recovered, not rebalancing or recovering. The model and
-    its index are built at import, before this web server starts (there is nothing to load:
-    the model learns online), so they need no wait of their own."""
+    its index are built (or restored from the snapshot) at import, before this web server
+    starts, so they need no wait of their own."""
     try:
         recovery = app.tables.recovery  # type: ignore[attr-defined]
         recovered = recovery.completed.is_set() and not recovery.in_recovery

@@ -82,6 +82,10 @@ ONLINE_WINDOW = Gauge("sessionrec_online_window_lists", "Judged lists in the rol
                       "online hit rate and MRR are computed over.", registry=REGISTRY)
 QUALITY_DRIFT = Counter("sessionrec_quality_drift", "Shifts in the online hit stream detected "
                         "by ADWIN.", registry=REGISTRY)
+SNAPSHOT_SECONDS = Histogram("sessionrec_model_snapshot_seconds", "Time to write each model snapshot.",
+                             registry=REGISTRY)
+SNAPSHOT_TIME = Gauge("sessionrec_model_snapshot_timestamp_seconds", "Unix time of the last model "
+                      "snapshot written.", registry=REGISTRY)
 MODEL_VERSION = Gauge("sessionrec_model_version", "Model version (updates applied).",
                       registry=REGISTRY)
 BUILD_INFO = Info("sessionrec_build", "Build of this worker.", registry=REGISTRY)

@@ -48,6 +48,8 @@ class Settings:
     log_level: str = "info"
     sweep_interval_s: float = 5.0
     group_session_timeout_s: float = 10.0
+    snapshot_interval_s: float = 60.0
+    """The model is saved to ``data_dir`` this often (0: never) and loaded from it at start."""
     """A worker that stops heartbeating leaves the consumer group after this long, and its
     partitions (with their sessions) move to the others."""
     # Sessions

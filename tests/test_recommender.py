@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from models.item2vec import Item2VecConfig
 from models.recommender import Recommender, RecommenderConfig
@@ -133,3 +136,34 @@ def test_every_changed_vector_is_in_the_index_after_a_refresh() -> None:
             budget.learn(item, items[:pos])
             budget.refresh()
     assert budget.index.select_stale(budget._keys, np.arange(len(budget.vectors))).size > 0
+
+
+def test_a_snapshot_restores_the_model_exactly(tmp_path: Path) -> None:
+    """Arrays only (no pickle), through a real .npz file; the restored model recommends what
+    the original does, and both go on learning the same way."""
+    sessions = _stream(5, 300)
+    original = _train(CFG, sessions[:200])
+    np.savez(tmp_path / "model.npz", **original.state())
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as f:
+        restored = Recommender.restore(dict(f), CFG)
+    assert restored.vectors.vocab.ids == original.vectors.vocab.ids
+    assert len(restored.index) == len(original.vectors)
+    probes = [s[:2] for s in sessions[200:230]]
+
+    def lists(model: Recommender) -> list[list[tuple[str, float]]]:
+        return [model.recommend(p, 10).items for p in probes]
+
+    assert lists(restored) == lists(original)
+    for model in (original, restored):
+        for items in sessions[200:]:
+            for pos, item in enumerate(items):
+                model.learn(item, items[:pos])
+        model.refresh()
+    assert lists(restored) == lists(original)
+    assert restored.vectors.version == original.vectors.version
+
+
+def test_a_snapshot_of_another_dimension_is_refused() -> None:
+    state = _train(CFG, _stream(6, 20)).state()
+    with pytest.raises(ValueError, match="dim"):
+        Recommender.restore(state, RecommenderConfig(item2vec=Item2VecConfig(dim=8)))

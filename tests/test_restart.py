@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
+import numpy as np
 import pytest
 
-from streams.local import LocalStack
+from streams import snapshot
+from streams.local import LocalStack, Worker
 from streams.produce import make_producer
 from streams.watch import read_records
 
@@ -50,4 +54,45 @@ def test_sessions_survive_a_worker_restart(stack: LocalStack) -> None:
     for c in after:
         # Same session: the click is 70 s after the visitor's last one, within the gap.
         assert recs[c["event_id"]]["session_id"] == sessions[c["visitor_id"]]
+    producer.close()
+
+
+def _vocabulary(worker: Worker) -> float:
+    for line in worker.metrics().splitlines():
+        if line.startswith("sessionrec_vocabulary_items "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_the_model_survives_a_sigkill(stack: LocalStack) -> None:
+    """Killed without warning, a worker restarted on its state directory goes on from the
+    model's snapshot: it knows the items before it has seen a click again."""
+    env = {"SESSIONREC_SNAPSHOT_INTERVAL_S": "1"}
+    base = time.time() - 3600
+    clicks = [{"visitor_id": f"k{v}", "item_id": f"item{(v + n) % 12}", "ts": base + 10 * n,
+               "event_id": f"k{v}-{n}"} for n in range(4) for v in range(15)]
+    first = stack.start_worker("snap", extra_env=env)
+    first.wait_ready(180)
+    producer = make_producer(stack.address)
+    send(producer, clicks)
+    collect(stack, {c["event_id"] for c in clicks})
+    path = first.data_dir / snapshot.FILENAME
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait for a snapshot holding every item
+        if path.exists():
+            with np.load(path) as f:
+                if len(f["id_offsets"]) - 1 == 12:
+                    break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("no snapshot with the 12 items")
+    os.killpg(first.proc.pid, signal.SIGKILL)
+    first.proc.wait(10)
+
+    second = stack.start_worker("snap", extra_env=env)  # same state directory
+    second.wait_ready(180)
+    deadline = time.monotonic() + 15
+    while _vocabulary(second) < 12 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _vocabulary(second) == 12, second.log_tail()
     producer.close()

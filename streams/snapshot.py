@@ -1,0 +1,54 @@
+"""The model's snapshot in the worker's state directory, so a restarted worker (a crash, a
+rollout, a rescheduled pod with its volume) goes on from the model it had instead of
+learning from nothing. Live sessions do not need it: they come back from the changelog.
+
+Written atomically (a temporary file, then a rename), as plain arrays (``np.savez``, no
+pickle); a snapshot that cannot be read or does not fit the settings is logged and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.recommender import Recommender, RecommenderConfig
+
+log = logging.getLogger("sessionrec")
+FILENAME = "model.npz"
+
+
+def save(state: dict[str, npt.NDArray[Any]], directory: Path) -> Path:
+    """Write ``state`` (from ``Recommender.state()``) to ``directory/model.npz`` atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / FILENAME
+    tmp = directory / (FILENAME + ".tmp")
+    with open(tmp, "wb") as fh:
+        arrays: dict[str, Any] = dict(state)
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load(directory: Path, config: RecommenderConfig) -> Recommender | None:
+    """The model in ``directory``'s snapshot, its index rebuilt; None when there is none
+    or it cannot be used."""
+    path = directory / FILENAME
+    if not path.exists():
+        return None
+    t0 = time.perf_counter()
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            model = Recommender.restore(dict(f), config)
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("ignoring model snapshot %s: %s", path, exc)
+        return None
+    log.info("restored %d items from %s in %.1f s", len(model.vectors), path, time.perf_counter() - t0)
+    return model
