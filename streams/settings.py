@@ -66,7 +66,7 @@ class Settings:
     window: int = 2
     negatives: int = 5
     learning_rate: float = 0.3
-    min_learning_rate: float = 0.1
+    min_learning_rate: float = 0.03
     sampling_power: float = 0.75
     distance_power: float = 0.0
     learn_repeats: bool = True
