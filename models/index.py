@@ -56,6 +56,10 @@ class IndexConfig:
     query asks all of them; measured 1.25 / 1.5 / 2: recall .97 / .95 / .91 at ef 100)."""
     band_floor: float = 1.0
     """``mips``: the first band holds every vector with norm up to this."""
+    exact_below: int = 2048
+    """Graphs with at most this many elements (live and deleted) answer by exact search over
+    their vectors: one matrix-vector product costs less than a graph walk at that size
+    (measured 10-30 us against 70-180 us for a k=100 walk at ef 100)."""
     drift_tol: float = 0.05
     compact_ratio: float = 1.0
     """Rebuild a graph when its deleted elements exceed this many times its live ones."""
@@ -80,6 +84,8 @@ class _Graph:
         self.hnsw.set_ef(config.ef)
         self.hnsw.set_num_threads(1)
         self.row_of_label = np.full(capacity, -1, dtype=np.int64)
+        self.vecs = np.zeros((capacity, dim), dtype=np.float32)
+        """Label -> the vector as given (not lifted), for exact search of small graphs."""
         self.next_label = 0
         self.deleted = 0
         self.live = 0
@@ -96,9 +102,13 @@ class _Graph:
             grown = np.full(cap, -1, dtype=np.int64)
             grown[: len(self.row_of_label)] = self.row_of_label
             self.row_of_label = grown
+            more = np.zeros((cap, self.vecs.shape[1]), dtype=np.float32)
+            more[: len(self.vecs)] = self.vecs
+            self.vecs = more
         labels = np.arange(self.next_label, need, dtype=np.int64)
         self.hnsw.add_items(vecs, labels, num_threads=1)
         self.row_of_label[labels] = rows
+        self.vecs[labels] = vecs[:, : self.vecs.shape[1]]
         self.next_label = need
         self.live += n
         return labels
@@ -109,6 +119,19 @@ class _Graph:
         self.row_of_label[labels] = -1
         self.deleted += len(labels)
         self.live -= len(labels)
+
+    def exact(self, q: FloatArray, k: int) -> tuple[IntArray, npt.NDArray[np.float32]]:
+        """Exact top ``k`` live rows by inner product with ``q`` (distances 1 - q.x)."""
+        n = self.next_label
+        scores = self.vecs[:n] @ q
+        scores[self.row_of_label[:n] < 0] = -np.inf
+        if k < self.live:
+            top = np.argpartition(-scores, k - 1)[:k]
+        else:
+            top = np.flatnonzero(self.row_of_label[:n] >= 0)
+        rows, dist = self.row_of_label[top], (1.0 - scores[top]).astype(np.float32)
+        best = np.lexsort((rows, dist))
+        return rows[best], dist[best]
 
     def search(self, q: FloatArray, k: int) -> tuple[IntArray, npt.NDArray[np.float32]]:
         """hnswlib's top ``k`` (rows, distances); asks for fewer when fewer are reachable."""
@@ -336,10 +359,8 @@ class VectorIndex:
             for g in self._graphs.values():
                 if not g.live:
                     continue
-                if inner and g.live <= k:  # the whole band is asked for: no graph walk needed
-                    rows = g.row_of_label[: g.next_label]
-                    rows = rows[rows >= 0]
-                    found.append((rows, (1.0 - self._indexed[rows] @ q0).astype(np.float32)))
+                if inner and (g.live <= k or g.next_label <= self.config.exact_below):
+                    found.append(g.exact(q0, k))  # small graph: a matvec beats a walk
                     continue
                 rows, d = g.search(q_idx, k)
                 if lifted:  # |q-x|^2 = |q|^2 + R^2 - 2 q.x  ->  1 - q.x

@@ -82,8 +82,9 @@ class Settings:
     index_ef_construction: int = 40
     index_band_ratio: float = 1.5
     index_band_floor: float = 1.0
+    index_exact_below: int = 2048
     index_compact_ratio: float = 1.0
-    index_drift_tol: float = 0.05
+    index_drift_tol: float = 0.1
     index_writes_per_click: float = 0.0
     candidates: int = 100
     query_items: int = 5
@@ -170,6 +171,7 @@ class Settings:
                 ef_construction=self.index_ef_construction,
                 band_ratio=self.index_band_ratio,
                 band_floor=self.index_band_floor,
+                exact_below=self.index_exact_below,
                 compact_ratio=self.index_compact_ratio,
                 drift_tol=self.index_drift_tol,
                 seed=self.seed,

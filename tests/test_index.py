@@ -27,7 +27,7 @@ def test_recall_against_brute_force_after_a_stream_of_updates(space: str) -> Non
     centers = rng.normal(size=(topics, dim)).astype(np.float32)
     topic = rng.integers(0, topics, n)
     table = np.zeros((n, dim), dtype=np.float32)
-    index = VectorIndex(dim, IndexConfig(space=space, initial_capacity=64, drift_tol=0.05))
+    index = VectorIndex(dim, IndexConfig(space=space, initial_capacity=64, drift_tol=0.05, exact_below=0))
     for step in range(150):
         live = min(n, 10 * (step + 1))
         rows = np.unique(rng.integers(0, live, 40))
@@ -51,7 +51,7 @@ def test_recall_when_norms_span_an_order_of_magnitude() -> None:
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
     norm = np.exp(rng.uniform(np.log(0.5), np.log(10.0), n)).astype(np.float32)
     table = np.zeros((n, dim), dtype=np.float32)
-    index = VectorIndex(dim, IndexConfig(initial_capacity=64))
+    index = VectorIndex(dim, IndexConfig(initial_capacity=64, exact_below=0))  # graphs only
     for step in range(60):
         rows = np.unique(rng.integers(0, min(n, 100 * (step + 1)), 200))
         table[rows] = direction[rows] * (norm[rows] * (1 + 0.2 * rng.random(len(rows))))[:, None]
@@ -137,3 +137,19 @@ def test_query_during_a_write_answers_from_the_fallback() -> None:
         t.join()
     got, _ = index.query(q, 10, fallback=table)
     assert index.busy_fallbacks == 1 and len(got) == 10
+
+
+def test_small_graphs_answer_exactly() -> None:
+    """Below ``exact_below`` elements a band is searched by one matvec: the result must be
+    the exact top k, deleted elements excluded, best first."""
+    rng = np.random.default_rng(4)
+    table = rng.normal(size=(900, 12)).astype(np.float32)
+    index = VectorIndex(12, IndexConfig(exact_below=10_000, drift_tol=0.0))
+    index.refresh(table, np.arange(900))
+    table[:300] += rng.normal(size=(300, 12)).astype(np.float32)  # re-written: old elements deleted
+    index.refresh(table, np.arange(300))
+    for q in rng.normal(size=(20, 12)).astype(np.float32):
+        got, dist = index.query(q, 25)
+        want, want_dist = exact_top_k(table, q, 25)
+        assert got.tolist() == want.tolist()
+        assert np.allclose(dist, want_dist, atol=1e-4)
