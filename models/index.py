@@ -84,8 +84,11 @@ class _Graph:
         self.hnsw.set_ef(config.ef)
         self.hnsw.set_num_threads(1)
         self.row_of_label = np.full(capacity, -1, dtype=np.int64)
-        self.vecs = np.zeros((capacity, dim), dtype=np.float32)
-        """Label -> the vector as given (not lifted), for exact search of small graphs."""
+        self.exact_limit = config.exact_below
+        self.vecs: FloatArray | None = np.zeros((min(capacity, max(self.exact_limit, 1)), dim),
+                                                dtype=np.float32)
+        """Label -> the vector as given (not lifted), for exact search while the graph has at
+        most ``exact_below`` elements; dropped (None) once it outgrows that."""
         self.next_label = 0
         self.deleted = 0
         self.live = 0
@@ -102,13 +105,18 @@ class _Graph:
             grown = np.full(cap, -1, dtype=np.int64)
             grown[: len(self.row_of_label)] = self.row_of_label
             self.row_of_label = grown
-            more = np.zeros((cap, self.vecs.shape[1]), dtype=np.float32)
-            more[: len(self.vecs)] = self.vecs
-            self.vecs = more
         labels = np.arange(self.next_label, need, dtype=np.int64)
         self.hnsw.add_items(vecs, labels, num_threads=1)
         self.row_of_label[labels] = rows
-        self.vecs[labels] = vecs[:, : self.vecs.shape[1]]
+        if self.vecs is not None:
+            if need > self.exact_limit:
+                self.vecs = None  # graph walks from now on: no second copy of the vectors
+            else:
+                if need > len(self.vecs):
+                    more = np.zeros((self.exact_limit, self.vecs.shape[1]), dtype=np.float32)
+                    more[: len(self.vecs)] = self.vecs
+                    self.vecs = more
+                self.vecs[labels] = vecs[:, : self.vecs.shape[1]]
         self.next_label = need
         self.live += n
         return labels
@@ -123,6 +131,7 @@ class _Graph:
     def exact(self, q: FloatArray, k: int) -> tuple[IntArray, npt.NDArray[np.float32]]:
         """Exact top ``k`` live rows by inner product with ``q`` (distances 1 - q.x)."""
         n = self.next_label
+        assert self.vecs is not None
         scores = self.vecs[:n] @ q
         scores[self.row_of_label[:n] < 0] = -np.inf
         if k < self.live:
@@ -197,6 +206,7 @@ class VectorIndex:
                 count = max(1, g.hnsw.get_current_count())
                 graphs += size + size // count * (g.hnsw.get_max_elements() - count)
                 graphs += g.row_of_label.nbytes
+                graphs += g.vecs.nbytes if g.vecs is not None else 0
         return graphs + self._indexed.nbytes + self._label.nbytes + self._band.nbytes + self._drift.nbytes
 
     def _ensure_rows(self, need: int) -> None:
@@ -359,7 +369,7 @@ class VectorIndex:
             for g in self._graphs.values():
                 if not g.live:
                     continue
-                if inner and (g.live <= k or g.next_label <= self.config.exact_below):
+                if inner and g.vecs is not None:
                     found.append(g.exact(q0, k))  # small graph: a matvec beats a walk
                     continue
                 rows, d = g.search(q_idx, k)
