@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+from sgns_check import numeric_grad, tables
 
 from models import kernels
 from models.item2vec import Item2VecConfig, ItemVectors, UnigramSampler
 from models.sgns import sgns_gradients, sgns_loss, sgns_step
 
 
-def _tables(seed: int = 0, n: int = 12, d: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    w_in = (rng.normal(size=(n, d)) * 0.5).astype(np.float32)
-    return w_in, (rng.normal(size=(n, d)) * 0.5).astype(np.float32)
-
-
 def test_pair_step_matches_the_numpy_step_and_the_gradient() -> None:
-    w_in, w_out = _tables()
+    w_in, w_out = tables(d=7)
     a, rows = 2, np.array([5, 1, 7, 9], dtype=np.int64)  # positive, then distinct negatives
     inputs, targets, negatives = np.array([a]), rows[:1], rows[1:].reshape(1, -1)
     lr = 0.01
@@ -36,19 +31,11 @@ def test_pair_step_matches_the_numpy_step_and_the_gradient() -> None:
 
 
 def test_pair_step_follows_the_numerical_gradient() -> None:
-    w_in, w_out = _tables(1, n=6, d=4)
+    w_in, w_out = tables(1, n=6, d=4)
     a, rows = 1, np.array([3, 0, 4], dtype=np.int64)
     inputs, targets, negatives = np.array([a]), rows[:1], rows[1:].reshape(1, -1)
-    eps, lr = 1e-3, 1e-3
-    num = np.zeros(w_in.shape)
-    for idx in np.ndindex(w_in.shape):
-        keep = w_in[idx]
-        w_in[idx] = keep + eps
-        up = sgns_loss(w_in, w_out, inputs, targets, negatives)
-        w_in[idx] = keep - eps
-        down = sgns_loss(w_in, w_out, inputs, targets, negatives)
-        w_in[idx] = keep
-        num[idx] = (up - down) / (2 * eps)
+    lr = 1e-3
+    num = numeric_grad(w_in, w_out, inputs, targets, negatives, "in")
     k_in, k_out = w_in.copy(), w_out.copy()
     kernels.pair_step(k_in, k_out, a, rows, lr, np.zeros(4, dtype=np.float32))
     np.testing.assert_allclose((w_in - k_in) / lr, num, atol=5e-3)
@@ -56,7 +43,7 @@ def test_pair_step_follows_the_numerical_gradient() -> None:
 
 def test_repeated_negative_sees_its_own_update() -> None:
     """Sequential: the second visit of a row uses the row as the first visit left it."""
-    w_in, w_out = _tables(2, n=5, d=3)
+    w_in, w_out = tables(2, n=5, d=3)
     rows = np.array([1, 3, 3], dtype=np.int64)
     k_in, k_out = w_in.copy(), w_out.copy()
     kernels.pair_step(k_in, k_out, 0, rows, 0.5, np.zeros(3, dtype=np.float32))

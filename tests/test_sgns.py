@@ -3,39 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+from sgns_check import numeric_grad, tables
 
 from models.item2vec import Item2VecConfig, ItemVectors
 from models.sgns import scatter_add, sgns_gradients, sgns_loss, sgns_step
 
 
-def _tables(seed: int = 0, n: int = 12, d: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    w_in = (rng.normal(size=(n, d)) * 0.5).astype(np.float32)
-    return w_in, (rng.normal(size=(n, d)) * 0.5).astype(np.float32)
-
-
-def _numeric_grad(w_in, w_out, inputs, targets, negatives, which: str, eps: float = 1e-3) -> np.ndarray:
-    table = w_in if which == "in" else w_out
-    grad = np.zeros(table.shape, dtype=np.float64)
-    for idx in np.ndindex(table.shape):
-        keep = table[idx]
-        table[idx] = keep + eps
-        up = sgns_loss(w_in, w_out, inputs, targets, negatives)
-        table[idx] = keep - eps
-        down = sgns_loss(w_in, w_out, inputs, targets, negatives)
-        table[idx] = keep
-        grad[idx] = (up - down) / (2 * eps)
-    return grad
-
-
 def test_step_follows_the_numerical_gradient_of_the_loss() -> None:
-    w_in, w_out = _tables()
+    w_in, w_out = tables()
     # Repeated rows on purpose: a row used twice must get both contributions.
     inputs = np.array([1, 2, 1])
     targets = np.array([3, 3, 4])
     negatives = np.array([[5, 6], [7, 3], [5, 5]])
-    num_in = _numeric_grad(w_in, w_out, inputs, targets, negatives, "in")
-    num_out = _numeric_grad(w_in, w_out, inputs, targets, negatives, "out")
+    num_in = numeric_grad(w_in, w_out, inputs, targets, negatives, "in")
+    num_out = numeric_grad(w_in, w_out, inputs, targets, negatives, "out")
     gi, go = sgns_gradients(w_in, w_out, inputs, targets, negatives)
     np.testing.assert_allclose(gi, num_in, atol=2e-3)
     np.testing.assert_allclose(go, num_out, atol=2e-3)
@@ -51,7 +32,7 @@ def test_step_follows_the_numerical_gradient_of_the_loss() -> None:
 
 
 def test_per_pair_rates_scale_each_pairs_update() -> None:
-    w_in, w_out = _tables(1)
+    w_in, w_out = tables(1)
     inputs, targets, negatives = np.array([1, 2]), np.array([3, 4]), np.array([[5], [6]])
     a_in, a_out = w_in.copy(), w_out.copy()
     sgns_step(a_in, a_out, inputs, targets, negatives, np.array([0.0, 0.01], dtype=np.float32))
