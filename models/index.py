@@ -173,7 +173,6 @@ class VectorIndex:
         """Row -> its live hnswlib label in its band's graph (-1: not indexed)."""
         self._band = np.zeros(cap, dtype=np.int64)
         """Row -> the band its live element is in."""
-        self._count = 0
         self._drift = np.zeros(cap, dtype=np.float64)
         """Row -> relative drift when last changed, for drifted rows not yet rewritten (else 0)."""
         self.inserts = 0
@@ -185,7 +184,7 @@ class VectorIndex:
         self.last_refresh_at = 0.0
 
     def __len__(self) -> int:
-        return self._count
+        return sum(g.live for g in list(self._graphs.values()))  # a writer may drop a band
 
     @property
     def capacity(self) -> int:
@@ -194,7 +193,7 @@ class VectorIndex:
     @property
     def bands(self) -> int:
         """Graphs holding at least one live vector."""
-        return sum(1 for g in self._graphs.values() if g.live)
+        return sum(1 for g in list(self._graphs.values()) if g.live)
 
     def nbytes(self) -> int:
         """Memory the index holds: each hnswlib graph (its serialised size, which is what it
@@ -300,7 +299,6 @@ class VectorIndex:
                 touched.add(b)
             self._indexed[rows] = vecs  # what small bands are answered from
         self._band[rows] = band
-        self._count += int(rows.size - present.sum())
         for b in sorted(touched):
             g = self._graphs[b]
             if g.deleted > self.config.compact_ratio * max(g.live, 1):
