@@ -46,6 +46,30 @@ class Item2VecConfig:
     replay_buffer: int = 20_000
     """How many recent pairs the replay buffer keeps."""
     seed: int = 0
+    shared: bool = False
+    """Keep a copy of what was last shared (twice the tables' memory), so that ``share`` can
+    hand out what this model learned since, for other copies of the model to ``merge``."""
+
+
+@dataclass(frozen=True)
+class VectorDelta:
+    """What one copy of the model learned since it last shared: per item, the change of its
+    input vector, output vector and click count. Vectors start from a small random input
+    vector and a zero output vector, and SGD only ever adds to them, so adding a delta to
+    another copy adds the learning it carries (asynchronous SGD over shared tables)."""
+
+    ids: list[str]
+    d_in: FloatArray
+    d_out: FloatArray
+    d_counts: npt.NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def split(self, rows: int) -> list[VectorDelta]:
+        """The same delta in pieces of at most ``rows`` items (messages have a size limit)."""
+        return [VectorDelta(self.ids[i : i + rows], self.d_in[i : i + rows], self.d_out[i : i + rows],
+                            self.d_counts[i : i + rows]) for i in range(0, len(self.ids), max(rows, 1))]
 
 
 class Vocabulary:
@@ -173,6 +197,12 @@ class ItemVectors:
         self._dirty_mask = np.zeros(cap, dtype=np.uint8)
         self._dirty_rows = np.zeros(cap, dtype=np.int64)
         self._dirty_top = np.zeros(1, dtype=np.int64)
+        self._changed = np.zeros(cap, dtype=np.uint8)
+        """Rows written since they were last shared (input or output side, or count)."""
+        self._base: tuple[FloatArray, FloatArray, npt.NDArray[np.float64]] | None = None
+        """``shared``: the input, output and count tables as last shared or merged."""
+        if self.config.shared:
+            self._base = (np.zeros_like(self.w_in), np.zeros_like(self.w_out), np.zeros(cap))
         w = max(self.config.window, 1)
         self._ctx = np.zeros(w, dtype=np.int64)
         self._dist = np.zeros(w, dtype=np.float64)
@@ -193,16 +223,12 @@ class ItemVectors:
             return
         while cap < need:
             cap *= 2
-        for name in ("w_in", "w_out"):
-            old = getattr(self, name)
-            new = np.zeros((cap, self.config.dim), dtype=np.float32)
-            new[: old.shape[0]] = old
-            setattr(self, name, new)
-        mask = np.zeros(cap, dtype=np.uint8)
-        mask[: len(self._dirty_mask)] = self._dirty_mask
-        stack = np.zeros(cap, dtype=np.int64)
-        stack[: len(self._dirty_rows)] = self._dirty_rows
-        self._dirty_mask, self._dirty_rows = mask, stack
+        self.w_in, self.w_out = _grown(self.w_in, cap), _grown(self.w_out, cap)
+        self._dirty_mask = _grown(self._dirty_mask, cap)
+        self._dirty_rows = _grown(self._dirty_rows, cap)
+        self._changed = _grown(self._changed, cap)
+        if self._base is not None:
+            self._base = (_grown(self._base[0], cap), _grown(self._base[1], cap), _grown(self._base[2], cap))
 
     def upsert(self, item_id: str) -> int:
         """Row of ``item_id``; a new item gets a small random input vector and a zero output vector."""
@@ -213,6 +239,8 @@ class ItemVectors:
         self._grow(row + 1)
         d = self.config.dim
         self.w_in[row] = (self.rng.random(d, dtype=np.float32) - 0.5) / d
+        if self._base is not None:
+            self._base[0][row] = self.w_in[row]  # each copy has its own start: not learning
         return row
 
     def row(self, item_id: str) -> int | None:
@@ -248,7 +276,7 @@ class ItemVectors:
             self.w_in, self.w_out, vocab.counts, target, ctx, dist, p, self._params,
             replay.inputs, replay.targets, replay.scales, replay.state, cfg.replay_pairs,
             cfg.negatives, sampler._cum, sampler._guide, sampler._n_at_build, self._kernel_rng,
-            self._dirty_mask, self._dirty_rows, self._dirty_top,
+            self._dirty_mask, self._dirty_rows, self._dirty_top, self._changed,
         )
         if not p:
             return 0.0
@@ -279,6 +307,61 @@ class ItemVectors:
         out: list[int] = rows.tolist()
         return out
 
+    # -- sharing between copies of the model (several workers) ------------------------------
+    def share(self, min_drift: float = 0.0) -> VectorDelta:
+        """What this copy learned since its last ``share``, for the others to ``merge``.
+
+        Rows whose vectors moved by at most ``min_drift`` (relative L2, both tables) and whose
+        count did not move stay pending: their change accumulates and goes out once it is
+        large enough, so nothing learned is dropped, and the many tiny moves negative
+        sampling makes do not each cost a row in every message.
+        """
+        if self._base is None:
+            raise ValueError("share needs Item2VecConfig(shared=True)")
+        base_in, base_out, base_counts = self._base
+        rows = np.flatnonzero(self._changed[: len(self)])
+        d_in = self.w_in[rows] - base_in[rows]
+        d_out = self.w_out[rows] - base_out[rows]
+        d_counts = self.vocab.counts[rows] - base_counts[rows]
+        if min_drift > 0 and rows.size:
+            moved = np.sqrt(np.einsum("nd,nd->n", d_in, d_in) + np.einsum("nd,nd->n", d_out, d_out))
+            size = np.sqrt(np.einsum("nd,nd->n", base_in[rows], base_in[rows])
+                           + np.einsum("nd,nd->n", base_out[rows], base_out[rows]))
+            keep = (moved > min_drift * (size + 1e-6)) | (d_counts != 0)
+            rows, d_in, d_out, d_counts = rows[keep], d_in[keep], d_out[keep], d_counts[keep]
+        base_in[rows] += d_in
+        base_out[rows] += d_out
+        base_counts[rows] += d_counts
+        self._changed[rows] = 0
+        return VectorDelta(self.item_ids(rows), d_in, d_out, d_counts.astype(np.float32))
+
+    def merge(self, delta: VectorDelta) -> IntArray:
+        """Add another copy's learning (``share``'s output) to this one; returns its rows.
+
+        Added to both the tables and the shared copy, so it is never sent back, while what
+        this copy learned and has not shared yet stays pending. New items are added.
+        """
+        if delta.d_in.shape[1:] != (self.config.dim,) or delta.d_out.shape != delta.d_in.shape:
+            raise ValueError(f"delta has shape {delta.d_in.shape}, the model dim {self.config.dim}")
+        if not (len(delta.ids) == len(delta.d_in) == len(delta.d_counts)):
+            raise ValueError("delta ids, vectors and counts differ in length")
+        if not (np.isfinite(delta.d_in).all() and np.isfinite(delta.d_out).all()
+                and np.isfinite(delta.d_counts).all()):
+            raise ValueError("delta holds a non-finite value")
+        rows = np.fromiter((self.upsert(i) for i in delta.ids), dtype=np.int64, count=len(delta.ids))
+        counts = delta.d_counts.astype(np.float64)
+        tables: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]] = [
+            (self.w_in, delta.d_in), (self.w_out, delta.d_out), (self.vocab.counts, counts)]
+        if self._base is not None:
+            tables += [(self._base[0], delta.d_in), (self._base[1], delta.d_out), (self._base[2], counts)]
+        for table, d in tables:
+            np.add.at(table, rows, d)  # add.at: a repeated id adds twice, like two deltas
+        self.vocab.counts[rows] = np.maximum(self.vocab.counts[rows], 0.0)
+        self.sampler.observe(self.vocab.counts, len(self), max(1, int(counts.sum())))
+        self.touch(rows)
+        self.version += 1
+        return rows
+
     def state(self) -> dict[str, npt.NDArray[Any]]:
         """What learning needs to go on where it stopped, as plain arrays (a snapshot; no
         pickle: ids are UTF-8 bytes plus offsets)."""
@@ -303,6 +386,9 @@ class ItemVectors:
             "sampler_meta": np.array([self.sampler._since, self.sampler._n_at_build], dtype=np.int64),
             "progress": np.array([self.updates, self.version], dtype=np.int64),
             "loss_ema": np.array([self.loss_ema], dtype=np.float64),
+            **({} if self._base is None else {
+                "shared_in": self._base[0][:n].copy(), "shared_out": self._base[1][:n].copy(),
+                "shared_counts": self._base[2][:n].copy()}),
         }
 
     def restore(self, state: dict[str, npt.NDArray[Any]]) -> None:
@@ -333,6 +419,25 @@ class ItemVectors:
         self.sampler._cum, self.sampler._guide = state["sampler_cum"].copy(), state["sampler_guide"].copy()
         self.sampler._since, self.sampler._n_at_build = (int(x) for x in state["sampler_meta"])
         self.touch(np.arange(n))
+        if self._base is not None:
+            if "shared_in" in state:
+                # Go on from what was shared: learning this copy had not shared yet is dropped
+                # here (the deltas it published after the snapshot bring back what reached
+                # the topic), so nothing is counted twice.
+                self._base[0][:n], self._base[1][:n] = state["shared_in"], state["shared_out"]
+                self._base[2][:n] = state["shared_counts"]
+                self.w_in[:n], self.w_out[:n] = self._base[0][:n], self._base[1][:n]
+                self.vocab.counts[:n] = self._base[2][:n]
+            else:  # a model that never shared: all of it is news to the others
+                self._changed[:n] = 1
 
     def item_ids(self, rows: npt.NDArray[np.int64] | list[int]) -> list[str]:
-        return [self.vocab.ids[int(r)] for r in rows]
+        ids = self.vocab.ids
+        return [ids[r] for r in np.asarray(rows, dtype=np.int64).tolist()]
+
+
+def _grown(a: npt.NDArray[Any], cap: int) -> npt.NDArray[Any]:
+    """``a`` with its first axis zero-padded to ``cap`` rows."""
+    out = np.zeros((cap, *a.shape[1:]), dtype=a.dtype)
+    out[: len(a)] = a
+    return out

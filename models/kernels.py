@@ -6,7 +6,7 @@ the negatives drawn from the cumulative unigram**power table (the row
 ``np.searchsorted(..., side="right")`` would give, found through a guide table), one
 sequential SGD step per pair (word2vec's: the output rows are updated as they are visited,
 the input row once at the end of its pair), and the bookkeeping of which output rows
-changed (for the index refresh).
+changed (for the index refresh) and of every row changed (for model sharing).
 
 Randomness comes from a splitmix64 generator whose state lives in a one-element ``uint64``
 array owned by the caller, so a model is deterministic for its seed and two models never
@@ -174,6 +174,7 @@ def learn_click(
     mask: np.ndarray,
     stack: np.ndarray,
     top: np.ndarray,
+    changed: np.ndarray,
 ) -> float:
     """Train one click on ``target`` from ``ctx[:n_fresh]`` (rows of the earlier items, at
     ``dist`` clicks back) plus ``replay_pairs`` pairs replayed from the ring, in place.
@@ -181,10 +182,13 @@ def learn_click(
     ``params`` = (learning_rate, min_learning_rate, distance_power). ``ring_state`` =
     (pairs held, next slot). The replayed pairs are sampled before the fresh ones are pushed.
     Output rows changed (and ``target``, whose count moved) are marked in ``mask`` and
-    appended to ``stack[:top[0]]`` once each. Returns the summed loss of the click's pairs
+    appended to ``stack[:top[0]]`` once each; every row written (input or output side, and
+    ``target``) is set in ``changed``, the mask model sharing takes its deltas from.
+    Returns the summed loss of the click's pairs
     (0.0 when there was nothing to learn from: no replay either, as without context).
     """
     _mark(target, mask, stack, top)
+    changed[target] = 1
     if n_fresh == 0:
         return 0.0
     lr0 = params[0]
@@ -235,6 +239,8 @@ def learn_click(
                 r = draw_one(cum, guide, n_build, rng)
             rows[k] = r
         loss += pair_step(w_in, w_out, a, rows, lr, grad)
+        changed[a] = 1
         for k in range(1 + n_neg):
             _mark(rows[k], mask, stack, top)
+            changed[rows[k]] = 1
     return loss

@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.index import IndexConfig, VectorIndex
-from models.item2vec import Item2VecConfig, ItemVectors
+from models.item2vec import Item2VecConfig, ItemVectors, VectorDelta
 from models.sgns import FloatArray, IntArray
 
 Source = Literal["model", "fallback"]
@@ -117,10 +117,7 @@ class Recommender:
         loss = self.vectors.learn(item_id, context)
         row = self.vectors.row(item_id)
         assert row is not None
-        if row >= len(self.popularity):
-            grown = np.zeros(max(len(self.popularity) * 2, row + 1), dtype=np.float64)
-            grown[: len(self.popularity)] = self.popularity
-            self.popularity = grown
+        self._ensure_popularity(row + 1)
         # Exponentially decayed counts without touching every item: grow the increment instead.
         self._pop_scale *= self._pop_growth
         if self._pop_scale > 1e100:
@@ -130,6 +127,29 @@ class Recommender:
         self._bump_popular(row)
         self.clicks_learned += 1
         return loss
+
+    def _ensure_popularity(self, need: int) -> None:
+        if need > len(self.popularity):
+            grown = np.zeros(max(len(self.popularity) * 2, need), dtype=np.float64)
+            grown[: len(self.popularity)] = self.popularity
+            self.popularity = grown
+
+    # -- several copies of one model ------------------------------------------------------
+    def share(self, min_drift: float = 0.0) -> VectorDelta:
+        """What this copy learned since it last shared (``ItemVectors.share``)."""
+        return self.vectors.share(min_drift)
+
+    def merge(self, delta: VectorDelta) -> int:
+        """Add another copy's learning: vectors, counts, and its clicks to the popularity the
+        fallback ranks by (as if clicked now). Returns the items merged; their changed index
+        keys are written at the next refresh."""
+        rows = self.vectors.merge(delta)
+        self._ensure_popularity(len(self.vectors))
+        clicked = delta.d_counts > 0
+        np.add.at(self.popularity, rows[clicked], delta.d_counts[clicked] * self._pop_scale)
+        for row in np.unique(rows[clicked]).tolist():
+            self._bump_popular(row)
+        return len(rows)
 
     def _bump_popular(self, row: int) -> None:
         """Keep the top list exact: only the clicked item's weight rose, so only it can move."""

@@ -1,0 +1,141 @@
+"""Several copies of one model: what each learns reaches the others through deltas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.item2vec import Item2VecConfig, ItemVectors, VectorDelta
+from models.recommender import Recommender, RecommenderConfig
+
+CFG = Item2VecConfig(dim=8, shared=True, replay_pairs=3, replay_buffer=50)
+
+
+def sessions(seed: int, n: int, items: int = 30, prefix: str = "i") -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    return [[f"{prefix}{j}" for j in rng.integers(0, items, rng.integers(2, 6))] for _ in range(n)]
+
+
+def learn(vec: ItemVectors | Recommender, session: list[str]) -> None:
+    for pos, item in enumerate(session):
+        vec.learn(item, session[:pos])
+
+
+def same_model(a: ItemVectors, b: ItemVectors) -> None:
+    """Same items, counts and output vectors; input vectors differ only by each copy's own
+    random start (at most 0.5 / dim per coordinate)."""
+    assert set(a.vocab.ids) == set(b.vocab.ids)
+    rows_b = [b.row(i) for i in a.vocab.ids]
+    n = len(a)
+    if n == 0:
+        return
+    np.testing.assert_allclose(a.vocab.counts[:n], b.vocab.counts[rows_b])
+    np.testing.assert_allclose(a.w_out[:n], b.w_out[rows_b], atol=1e-5)
+    assert np.abs(a.w_in[:n] - b.w_in[rows_b]).max() <= 1.0 / CFG.dim + 1e-5
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "a->b", "b->a"]), min_size=1, max_size=12),
+       st.sampled_from([0.0, 0.05, 10.0]))
+def test_copies_that_exchange_every_delta_hold_one_model(plan: list[str], min_drift: float) -> None:
+    """Any interleaving of learning and exchanging, with or without held-back small moves:
+    once both flush their pending change, the two copies are the same model."""
+    a, b = ItemVectors(CFG), ItemVectors(Item2VecConfig(**{**CFG.__dict__, "seed": 1}))
+    streams = {"a": iter(sessions(0, 100)), "b": iter(sessions(1, 100))}
+    for step in plan:
+        if step in ("a", "b"):
+            learn(a if step == "a" else b, next(streams[step]))
+        else:
+            src, dst = (a, b) if step == "a->b" else (b, a)
+            dst.merge(src.share(min_drift))
+    b.merge(a.share())
+    a.merge(b.share())
+    same_model(a, b)
+    assert len(a.share()) == len(b.share()) == 0  # nothing echoes back
+
+
+def test_small_moves_wait_and_are_never_dropped() -> None:
+    a, b = ItemVectors(CFG), ItemVectors(Item2VecConfig(**{**CFG.__dict__, "seed": 1}))
+    for s in sessions(0, 200):
+        learn(a, s)
+    first = a.share()
+    b.merge(first)
+    for s in sessions(2, 5):  # a few clicks move a few rows a little, many not at all
+        learn(a, s)
+    held = a.share(min_drift=0.05)
+    rest = a.share()
+    assert len(held) > 0 and len(rest) > 0  # some waited
+    assert not set(held.ids) & {i for i, c in zip(rest.ids, rest.d_counts, strict=True) if c}
+    b.merge(held)
+    b.merge(rest)
+    same_model(a, b)
+
+
+def test_a_bad_delta_is_refused_whole() -> None:
+    vec = ItemVectors(CFG)
+    good = np.zeros((1, CFG.dim), dtype=np.float32)
+    with pytest.raises(ValueError, match="dim"):
+        vec.merge(VectorDelta(["x"], np.zeros((1, 3), np.float32), np.zeros((1, 3), np.float32),
+                              np.ones(1, np.float32)))
+    with pytest.raises(ValueError, match="non-finite"):
+        vec.merge(VectorDelta(["x"], good + np.nan, good, np.ones(1, np.float32)))
+    with pytest.raises(ValueError, match="length"):
+        vec.merge(VectorDelta(["x", "y"], good, good, np.ones(1, np.float32)))
+    assert len(vec) == 0
+
+
+def test_split_keeps_every_row_once() -> None:
+    vec = ItemVectors(CFG)
+    for s in sessions(3, 50):
+        learn(vec, s)
+    delta = vec.share()
+    parts = delta.split(7)
+    assert all(len(p) <= 7 for p in parts)
+    assert [i for p in parts for i in p.ids] == delta.ids
+    np.testing.assert_array_equal(np.concatenate([p.d_out for p in parts]), delta.d_out)
+
+
+def test_a_worker_serves_what_another_learned() -> None:
+    """Items clicked only on one copy: the other recommends from them, and counts their
+    clicks in its popularity fallback."""
+    cfg = RecommenderConfig(item2vec=CFG, min_count=1)
+    a, b = Recommender(cfg), Recommender(cfg)
+    for _ in range(60):
+        learn(a, ["shoe", "sock", "lace"])
+    for s in sessions(4, 40, prefix="b"):
+        learn(b, s)
+    assert b.recommend(["shoe"], 5).source == "fallback"
+    b.merge(a.share())
+    a.refresh()
+    b.refresh()
+    mine, theirs = a.recommend(["shoe"], 3), b.recommend(["shoe"], 40)
+    assert mine.source == theirs.source == "model"
+    # The same order over a's items (b's own items may come in between).
+    assert [i for i, _ in theirs.items if i in {"shoe", "sock", "lace"}] == [i for i, _ in mine.items]
+    assert theirs.items[0][0] == mine.items[0][0]
+    assert b.popular(1)[0][0] in {"shoe", "sock", "lace"}
+
+
+def test_restoring_a_shared_snapshot_drops_only_what_was_not_shared() -> None:
+    a = ItemVectors(CFG)
+    for s in sessions(5, 50):
+        learn(a, s)
+    sent = a.share()
+    for s in sessions(6, 10):
+        learn(a, s)  # not shared yet when the snapshot is taken
+    state = a.state()
+    back = ItemVectors(CFG)
+    back.restore(state)
+    assert len(back.share()) == 0
+    other = ItemVectors(Item2VecConfig(**{**CFG.__dict__, "seed": 3}))
+    other.merge(sent)
+    same_model(back, other)  # exactly what the others have
+    # A snapshot from a model that never shared is news to the others, all of it.
+    solo = ItemVectors(Item2VecConfig(dim=8))
+    for s in sessions(7, 20):
+        learn(solo, s)
+    fresh = ItemVectors(CFG)
+    fresh.restore(solo.state())
+    assert set(fresh.share().ids) == set(solo.vocab.ids)
