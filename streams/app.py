@@ -21,6 +21,7 @@ from streams import snapshot
 from streams.credentials import faust_credentials
 from streams.handler import ClickHandler, Message
 from streams.settings import Settings
+from streams.share import ModelSharing
 
 log = logging.getLogger("sessionrec")
 settings = Settings.from_env()
@@ -47,11 +48,16 @@ clicks_topic = app.topic(settings.clicks_topic, partitions=settings.partitions, 
 recommendations_topic = app.topic(settings.recommendations_topic, **raw)
 sessions_topic = app.topic(settings.sessions_topic, **raw)
 dlq_topic = app.topic(settings.dlq_topic, **raw)
+model_deltas_topic = app.topic(settings.model_deltas_topic, partitions=1, **raw)
 sessions_by_visitor = app.Table("sessions_by_visitor", default=None, partitions=settings.partitions,
                                 key_type=bytes)
 
 engine = Engine(settings.session_config(), settings.recommender_config(), k=settings.k)
-engine.model = snapshot.load(settings.state_dir, settings.recommender_config()) or engine.model
+saved = snapshot.read(settings.state_dir)
+restored = snapshot.restore(saved, settings.recommender_config())
+engine.model = restored or engine.model
+sharing = ModelSharing.from_snapshot(settings, saved if restored is not None else None)
+del saved, restored
 handler = ClickHandler(settings, engine)
 outputs = {t.get_topic_name(): t for t in (recommendations_topic, sessions_topic, dlq_topic)}
 m.init_labels()  # sessionrec_build_info is set by streams.metrics from the package version
@@ -84,9 +90,20 @@ async def publish(messages: list[Message]) -> None:
                 m.EVENT_TO_REC.observe(max(0.0, sent - msg.event_ts))
 
 
+async def catch_up_model() -> None:
+    """Merge the other workers' deltas until every one published before this worker started
+    is in: a newcomer (or a restarted worker) serves from the shared model, not its own."""
+    sharing.start()
+    while not sharing.caught_up():
+        sharing.merge_into(engine.model)
+        await asyncio.sleep(0.05)
+    sharing.merge_into(engine.model)
+
+
 @app.agent(clicks_topic)
 async def recommend_next(stream: Any) -> None:
     """Each click: dead-letter it, drop it as a duplicate, or learn and publish suggestions."""
+    await catch_up_model()
     async for event in stream.events():
         msg = event.message
         try:
@@ -138,12 +155,22 @@ async def observe() -> None:
     m.set_consumer_lag(lags)
 
 
+@app.timer(settings.share_interval_s or 3600.0)
+async def share_model() -> None:
+    """Merge what the other workers learned; publish what this one learned since last time."""
+    if not sharing.enabled:
+        return
+    sharing.merge_into(engine.model)
+    for value in sharing.publish(engine.model):
+        model_deltas_topic.send_soon(key=sharing.worker.encode(), value=value)
+
+
 @app.timer(settings.snapshot_interval_s or 3600.0)
 async def save_model() -> None:
     """Snapshot the model: arrays copied on the loop (between clicks), written off it."""
     if settings.snapshot_interval_s <= 0 or not len(engine.model.vectors):
         return
-    state = engine.model.state()
+    state = {**engine.model.state(), **sharing.state()}
     t0 = time.perf_counter()
     await asyncio.to_thread(snapshot.save, state, settings.state_dir)
     m.SNAPSHOT_SECONDS.observe(time.perf_counter() - t0)
@@ -151,13 +178,14 @@ async def save_model() -> None:
 
 
 def is_ready() -> bool:
-    """Partitions assigned, tables recovered, not rebalancing or recovering. The model and
-    its index are built (or restored from the snapshot) at import, before this web server
-    starts, so they need no wait of their own."""
+    """Partitions assigned, tables recovered, not rebalancing or recovering, and the model
+    caught up with the other workers' deltas. The snapshot (if any) is restored at import,
+    before this web server starts."""
     try:
         recovery = app.tables.recovery  # type: ignore[attr-defined]
         recovered = recovery.completed.is_set() and not recovery.in_recovery
-        return bool(recovered and not app.rebalancing and app.consumer.assignment())
+        return bool(recovered and not app.rebalancing and app.consumer.assignment()
+                    and sharing.caught_up())
     except Exception:  # noqa: BLE001 - not started yet
         return False
 
@@ -165,6 +193,7 @@ def is_ready() -> bool:
 @app.page("/metrics")
 async def metrics_page(web: Any, request: Any) -> Any:
     m.READY.set(1 if is_ready() else 0)
+    m.VOCABULARY.set(len(engine.model.vectors))  # current at every scrape: a merge adds items too
     return web.bytes(generate_latest(m.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 

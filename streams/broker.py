@@ -95,7 +95,7 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 def topic_names(settings: Settings) -> list[str]:
     return [settings.clicks_topic, settings.recommendations_topic, settings.sessions_topic,
-            settings.dlq_topic]
+            settings.dlq_topic, settings.model_deltas_topic]
 
 
 def ensure_topics(settings: Settings) -> None:
@@ -112,8 +112,8 @@ def ensure_topics(settings: Settings) -> None:
     admin = KafkaAdminClient(bootstrap_servers=settings.broker_address, **settings.kafka_options())
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(name, settings.partitions, 1) for name in topic_names(settings)
-                   if name not in existing]
+        missing = [NewTopic(name, 1 if name == settings.model_deltas_topic else settings.partitions, 1)
+                   for name in topic_names(settings) if name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing)

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import orjson
 
+from models.item2vec import VectorDelta
 from models.session import Click, Closed
 
 REASONS = (
@@ -181,3 +183,55 @@ def encode_session(closed: Closed) -> bytes:
             "close_reason": closed.reason,
         }
     )
+
+
+DELTA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DeltaMessage:
+    """One worker's model delta, as published on the model-deltas topic."""
+
+    worker: str
+    seq: int
+    """Per worker, increasing: a restarted worker tells its own earlier deltas from later ones."""
+    delta: VectorDelta
+
+
+def encode_delta(worker: str, seq: int, delta: VectorDelta) -> bytes:
+    """A JSON header line (format, worker, sequence, ids, dim), then the input deltas, output
+    deltas and count deltas as little-endian float32: compact, and readable without pickle."""
+    n, dim = delta.d_in.shape
+    head = orjson.dumps({"v": DELTA_VERSION, "worker": worker, "seq": seq, "dim": dim, "ids": delta.ids})
+    body = [np.ascontiguousarray(a, dtype="<f4").tobytes() for a in (delta.d_in, delta.d_out, delta.d_counts)]
+    return b"".join([head, b"\n", *body])
+
+
+def decode_delta(value: bytes | None, dim: int) -> DeltaMessage:
+    """The delta in ``value``; ValueError saying what is wrong otherwise."""
+    if not value:
+        raise ValueError("empty delta message")
+    head_end = value.find(b"\n")
+    if head_end < 0:
+        raise ValueError("delta message has no header line")
+    try:
+        head = orjson.loads(value[:head_end])
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"delta header is not JSON: {exc}") from exc
+    if not isinstance(head, dict) or head.get("v") != DELTA_VERSION:
+        raise ValueError(f"unknown delta format {head.get('v') if isinstance(head, dict) else head!r}")
+    worker, seq, ids = head.get("worker"), head.get("seq"), head.get("ids")
+    if not isinstance(worker, str) or not isinstance(seq, int) or not isinstance(ids, list) \
+            or not all(isinstance(i, str) for i in ids):
+        raise ValueError("delta header needs worker (string), seq (integer) and ids (strings)")
+    if head.get("dim") != dim:
+        raise ValueError(f"delta has dim {head.get('dim')}, this worker's model {dim}")
+    n = len(ids)
+    body = value[head_end + 1 :]
+    need = 4 * n * (2 * dim + 1)
+    if len(body) != need:
+        raise ValueError(f"delta body has {len(body)} bytes, {n} items of dim {dim} need {need}")
+    arr = np.frombuffer(body, dtype="<f4").astype(np.float32)
+    d_in = arr[: n * dim].reshape(n, dim)
+    d_out = arr[n * dim : 2 * n * dim].reshape(n, dim)
+    return DeltaMessage(worker, seq, VectorDelta(ids, d_in, d_out, arr[2 * n * dim :]))

@@ -37,6 +37,7 @@ SERVED_OUTCOMES = ("accepted", "duplicate", "redelivered")
 """Outcomes of a click that do not send it to the DLQ (every other outcome is a DLQ reason)."""
 CLOSE_REASONS = ("gap", "idle", "wallclock")
 SOURCES = ("model", "fallback")
+DELTA_OUTCOMES = ("published", "merged", "own", "rejected")
 
 CLICKS = Counter("sessionrec_clicks", "Clicks read from the clicks topic, by outcome: accepted, "
                  "duplicate, redelivered, or the rejection reason sent to the DLQ (exactly one "
@@ -86,6 +87,14 @@ SNAPSHOT_SECONDS = Histogram("sessionrec_model_snapshot_seconds", "Time to write
                              registry=REGISTRY)
 SNAPSHOT_TIME = Gauge("sessionrec_model_snapshot_timestamp_seconds", "Unix time of the last model "
                       "snapshot written.", registry=REGISTRY)
+MODEL_DELTAS = Counter("sessionrec_model_deltas", "Model delta messages, by outcome: published "
+                       "(by this worker), merged (another worker's), own (this worker's, read "
+                       "back), rejected (unreadable).", ["outcome"], registry=REGISTRY)
+MODEL_DELTA_ITEMS = Counter("sessionrec_model_delta_items", "Item vectors in model deltas, by "
+                            "direction (published, merged).", ["direction"], registry=REGISTRY)
+SHARE_DELAY = Histogram("sessionrec_model_share_delay_seconds", "From another worker's publication "
+                        "of a model delta to its merge here.", buckets=LATENCY_BUCKETS,
+                        registry=REGISTRY)
 MODEL_VERSION = Gauge("sessionrec_model_version", "Model version (updates applied).",
                       registry=REGISTRY)
 BUILD_INFO = Info("sessionrec_build", "Build of this worker.", registry=REGISTRY)
@@ -115,6 +124,10 @@ def init_labels(ks: tuple[int, ...] = ()) -> None:
         CLICKS.labels(outcome=outcome)
     for reason in CLOSE_REASONS:
         SESSIONS_CLOSED.labels(reason=reason)
+    for outcome in DELTA_OUTCOMES:
+        MODEL_DELTAS.labels(outcome=outcome)
+    for direction in ("published", "merged"):
+        MODEL_DELTA_ITEMS.labels(direction=direction)
     for source in SOURCES:
         RECOMMENDATIONS.labels(source=source)
 

@@ -32,6 +32,8 @@ class Settings:
     recommendations_topic: str = "recommendations"
     sessions_topic: str = "sessions"
     dlq_topic: str = "clicks-dlq"
+    model_deltas_topic: str = "model-deltas"
+    """Where each worker publishes what it learned, for the others (one partition)."""
     partitions: int = 4
     kafka_security_protocol: str = "PLAINTEXT"
     """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. Explicit, never guessed from which
@@ -48,10 +50,18 @@ class Settings:
     log_level: str = "info"
     sweep_interval_s: float = 5.0
     group_session_timeout_s: float = 10.0
-    snapshot_interval_s: float = 60.0
-    """The model is saved to ``data_dir`` this often (0: never) and loaded from it at start."""
     """A worker that stops heartbeating leaves the consumer group after this long, and its
     partitions (with their sessions) move to the others."""
+    snapshot_interval_s: float = 60.0
+    """The model is saved to ``data_dir`` this often (0: never) and loaded from it at start."""
+    worker_id: str = ""
+    """Names this worker's model deltas; empty: a random id kept in ``data_dir``, so a worker
+    restarted on its state directory is the same worker."""
+    share_interval_s: float = 1.0
+    """Workers publish what they learned and merge the others' this often (0: a worker keeps
+    its model to itself; with several workers each then serves a different model)."""
+    share_min_drift: float = 0.01
+    """Vectors that moved by less (relative) wait for a later delta, where their change adds up."""
     # Sessions
     session_gap_s: float = 1800.0
     late_tolerance_s: float = 3600.0
@@ -163,6 +173,7 @@ class Settings:
                 replay_pairs=self.replay_pairs,
                 replay_buffer=self.replay_buffer,
                 seed=self.seed,
+                shared=self.share_interval_s > 0,
             ),
             index=IndexConfig(
                 space=self.index_space,

@@ -37,18 +37,34 @@ def save(state: dict[str, npt.NDArray[Any]], directory: Path) -> Path:
     return path
 
 
-def load(directory: Path, config: RecommenderConfig) -> Recommender | None:
-    """The model in ``directory``'s snapshot, its index rebuilt; None when there is none
-    or it cannot be used."""
+def read(directory: Path) -> dict[str, npt.NDArray[Any]] | None:
+    """The arrays of ``directory``'s snapshot; None when there is none or it is unreadable."""
     path = directory / FILENAME
     if not path.exists():
         return None
-    t0 = time.perf_counter()
     try:
         with np.load(path, allow_pickle=False) as f:
-            model = Recommender.restore(dict(f), config)
-    except (OSError, ValueError, KeyError) as exc:
+            return dict(f)
+    except (OSError, ValueError) as exc:
         log.warning("ignoring model snapshot %s: %s", path, exc)
         return None
-    log.info("restored %d items from %s in %.1f s", len(model.vectors), path, time.perf_counter() - t0)
+
+
+def restore(saved: dict[str, npt.NDArray[Any]] | None, config: RecommenderConfig) -> Recommender | None:
+    """The model in a snapshot read by ``read``, its index rebuilt; None when it cannot be used."""
+    if saved is None:
+        return None
+    t0 = time.perf_counter()
+    try:
+        model = Recommender.restore(saved, config)
+    except (ValueError, KeyError) as exc:
+        log.warning("ignoring model snapshot: %s", exc)
+        return None
+    log.info("restored %d items from the snapshot in %.1f s", len(model.vectors), time.perf_counter() - t0)
     return model
+
+
+def load(directory: Path, config: RecommenderConfig) -> Recommender | None:
+    """The model in ``directory``'s snapshot, its index rebuilt; None when there is none
+    or it cannot be used."""
+    return restore(read(directory), config)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -164,3 +166,27 @@ def test_random_bytes_never_raise(raw: bytes, key: bytes | None) -> None:
     assert isinstance(out, Click | Rejection)
     if isinstance(out, Rejection):
         assert out.reason in REASONS
+
+
+def test_a_model_delta_survives_the_wire_and_bad_ones_say_why() -> None:
+    from models.item2vec import VectorDelta
+    from streams.codec import decode_delta, encode_delta
+
+    rng = np.random.default_rng(0)
+    delta = VectorDelta(["a", "é", "x" * 200], rng.standard_normal((3, 4), dtype=np.float32),
+                        rng.standard_normal((3, 4), dtype=np.float32), np.array([1, 0, 2], np.float32))
+    raw = encode_delta("w1", 7, delta)
+    msg = decode_delta(raw, 4)
+    assert (msg.worker, msg.seq, msg.delta.ids) == ("w1", 7, delta.ids)
+    for got, want in ((msg.delta.d_in, delta.d_in), (msg.delta.d_out, delta.d_out),
+                      (msg.delta.d_counts, delta.d_counts)):
+        np.testing.assert_array_equal(got, want)
+    bad = {
+        b"": "empty", b"{}": "header line", b"nope\n": "not JSON", raw.replace(b'"v":1', b'"v":9'): "format",
+        raw[:-4]: "bytes", raw.replace(b'"seq":7', b'"seq":"7"'): "seq",
+    }
+    for value, why in bad.items():
+        with pytest.raises(ValueError, match=why):
+            decode_delta(value, 4)
+    with pytest.raises(ValueError, match="dim"):
+        decode_delta(raw, 8)

@@ -336,19 +336,21 @@ def topic_problems(docs: list[Doc]) -> list[str]:
     topics = {t["spec"].get("topicName", t["metadata"]["name"]): t for t in of_kind("KafkaTopic", docs)}
     changelog = f"{settings.app_id}-sessions_by_visitor-changelog"
     leader = f"{settings.app_id}-__assignor-__leader"
+    deltas = settings.model_deltas_topic
     wanted = {settings.clicks_topic, settings.recommendations_topic, settings.sessions_topic,
-              settings.dlq_topic, changelog, leader}
+              settings.dlq_topic, changelog, leader, deltas}
     if set(topics) != wanted:
         problems.append(f"KafkaTopics {sorted(topics)} != the worker's topics {sorted(wanted)}")
     for name in (settings.clicks_topic, changelog):
         if name in topics and topics[name]["spec"]["partitions"] != settings.partitions:
             problems.append(f"{name} has {topics[name]['spec']['partitions']} partitions, "
                             f"SESSIONREC_PARTITIONS is {settings.partitions}")
-    for name in wanted - {leader}:
+    for name in wanted - {leader, deltas}:
         if name in topics and topics[name]["spec"]["partitions"] != settings.partitions:
             problems.append(f"{name}: partitions differ from the visitor-keyed input")
-    if leader in topics and topics[leader]["spec"]["partitions"] != 1:
-        problems.append(f"{leader} must have one partition")
+    for name in (leader, deltas):
+        if name in topics and topics[name]["spec"]["partitions"] != 1:
+            problems.append(f"{name} must have one partition")
     for name, topic in topics.items():
         config = topic["spec"].get("config", {})
         policy = config.get("cleanup.policy")
@@ -362,6 +364,9 @@ def topic_problems(docs: list[Doc]) -> list[str]:
     day = 86_400_000
     expected_days = {settings.clicks_topic: 7, settings.recommendations_topic: 1,
                      settings.sessions_topic: 14, settings.dlq_topic: 30}
+    # Every delta is part of the model: a worker without a snapshot replays them all.
+    if topics.get(deltas, {}).get("spec", {}).get("config", {}).get("retention.ms") != -1:
+        problems.append(f"{deltas}: retention.ms must be -1 (kept for ever)")
     for name, days in expected_days.items():
         got = topics.get(name, {}).get("spec", {}).get("config", {}).get("retention.ms")
         if got != days * day:
