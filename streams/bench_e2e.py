@@ -156,3 +156,68 @@ def bench_replay(train_path: str, test_path: str, k: int = 20) -> list[dict[str,
     out["identical_lists_share"] = round(same / max(1, kafka.events), 4)
     out[f"hr@{k}_difference"] = round(out["kafka"][f"hr@{k}"] - out["offline"][f"hr@{k}"], 6)
     return [out]
+
+
+def bench_scale(train_path: str, test_path: str, workers: tuple[int, ...] = (1, 2, 3), k: int = 20,
+                partitions: int = 6) -> list[dict[str, Any]]:
+    """The validation replay through the broker with 1, 2, 3... workers sharing one model.
+
+    For each count: a fresh broker with ``partitions`` partitions (6 divides evenly among 1, 2
+    and 3 workers), the workers started and ready, then every train and test click produced
+    at once; clicks/s is the rate suggestions arrive between the first and the last, and the
+    test clicks' suggestions are scored as offline (HR@k, MRR@k of the next click)."""
+    from models.evaluate import Scores, read_sessions_tsv
+
+    train, test = read_sessions_tsv(train_path), read_sessions_tsv(test_path)
+    by_session: dict[str, list[Any]] = {}
+    for r in test:
+        by_session.setdefault(r.session_id, []).append(r)
+    want = len(train) + len(test)
+    lines: list[dict[str, Any]] = []
+    for n in workers:
+        workdir = Path(tempfile.mkdtemp(prefix=f"sessionrec-scale{n}-"))
+        with LocalStack(workdir, env={"SESSIONREC_PARTITIONS": str(partitions)}) as stack:
+            procs = [stack.start_worker(f"w{i}") for i in range(n)]
+            for w in procs:
+                w.wait_ready(300)
+            for w in procs:  # a late joiner rebalances the others: all ready at once
+                w.wait_ready(300)
+            producer = make_producer(stack.address)
+            for prefix, rows in (("train-", train), ("test-", test)):
+                for r in rows:
+                    producer.send("clicks", key=r.session_id.encode(), value=orjson.dumps(
+                        {"visitor_id": r.session_id, "item_id": r.item_id, "ts": r.ts,
+                         "event_id": f"{prefix}{r.order}"}))
+            producer.flush()
+            producer.close()
+            lists: dict[str, list[str]] = {}
+            first = last = 0.0
+            for rec in read_records(stack.address, "recommendations", until=lambda c: c >= want,
+                                    timeout=3600, idle=120):
+                now = time.monotonic()
+                first = first or now
+                last = now
+                d = orjson.loads(rec.value)
+                lists[d["event_id"]] = [i["item_id"] for i in d["items"]]
+            merged = sum(_metric(w.metrics(), 'sessionrec_model_delta_items_total{direction="merged"}')
+                         for w in procs)
+        scores = Scores((k,))
+        for rows in by_session.values():
+            for pos in range(len(rows) - 1):
+                scores.add(lists.get(f"test-{rows[pos].order}", [])[:k], rows[pos + 1].item_id)
+        line = {"bench": "scale", "workers": n, "partitions": partitions, "clicks": want,
+                "answered": len(lists), "clicks_per_s": round((len(lists) - 1) / max(last - first, 1e-9), 1),
+                **scores.as_dict(), "delta_items_merged": int(merged)}
+        if lines:
+            line["speedup_vs_1"] = round(line["clicks_per_s"] / lines[0]["clicks_per_s"], 3)
+            line[f"hr@{k}_ratio_vs_1"] = round(line[f"hr@{k}"] / max(lines[0][f"hr@{k}"], 1e-9), 4)
+        lines.append(line)
+        print(orjson.dumps(line).decode(), flush=True)
+    return lines
+
+
+def _metric(text: str, sample: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -178,6 +178,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             return 2
         print_lines(bench_replay(args.path, args.test))
         return 0
+    if args.kind == "recovery":
+        from streams.bench_recovery import bench_recovery
+
+        print_lines(bench_recovery(tuple(int(n) for n in args.sizes.split(","))))
+        return 0
+    if args.kind == "scale":
+        from streams.bench_e2e import bench_scale
+
+        if not (args.path and args.test):
+            print("scale needs TRAIN.tsv and --test TEST.tsv", file=sys.stderr)
+            return 2
+        bench_scale(args.path, args.test, tuple(int(n) for n in args.workers.split(",")))
+        return 0
     from streams.bench_e2e import bench_e2e
 
     print_lines(bench_e2e(seconds=args.seconds, items=args.items))
@@ -225,10 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     de.set_defaults(func=_cmd_demo)
 
     bn = sub.add_parser("bench", help="benchmarks that print JSON lines (core: no Kafka; e2e)")
-    bn.add_argument("kind", choices=["core", "e2e", "kafka-replay"])
+    bn.add_argument("kind", choices=["core", "e2e", "kafka-replay", "scale", "recovery"])
     bn.add_argument("path", nargs="?", help="core: a session-rec TSV to use instead of synthetic; "
-                    "kafka-replay: the training TSV")
-    bn.add_argument("--test", help="kafka-replay: the test TSV")
+                    "kafka-replay, scale: the training TSV")
+    bn.add_argument("--test", help="kafka-replay, scale: the test TSV")
+    bn.add_argument("--workers", default="1,2,3", help="scale: worker counts to run, one after another")
+    bn.add_argument("--sizes", default="100000,1000000", help="recovery: catalogue sizes")
     bn.add_argument("--clicks", type=int, default=1_000_000)
     bn.add_argument("--items", type=int, default=100_000)
     bn.add_argument("--dim", type=int, default=64)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.index import IndexConfig
 from models.item2vec import Item2VecConfig
 from models.recommender import Recommender, RecommenderConfig
 
@@ -167,3 +168,26 @@ def test_a_snapshot_of_another_dimension_is_refused() -> None:
     state = _train(CFG, _stream(6, 20)).state()
     with pytest.raises(ValueError, match="dim"):
         Recommender.restore(state, RecommenderConfig(item2vec=Item2VecConfig(dim=8)))
+
+
+def test_a_snapshot_loads_the_index_instead_of_rebuilding_it(tmp_path: Path) -> None:
+    """The HNSW graphs come back from the snapshot (hnswlib's own format, deleted marks and
+    all): nothing is re-inserted, and every query answers as before. With other index
+    settings the saved graphs are not used and the index is rebuilt."""
+    cfg = RecommenderConfig(item2vec=CFG.item2vec, index=IndexConfig(exact_below=0), min_count=1)
+    sessions = _stream(9, 400)
+    original = _train(cfg, sessions)
+    assert original.index.inserts > len(original.vectors)  # some vectors were rewritten
+    np.savez(tmp_path / "model.npz", **original.state())
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as f:
+        state = dict(f)
+    restored = Recommender.restore(state, cfg)
+    assert restored.index.inserts == 0 and len(restored.index) == len(original.index)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        q = rng.standard_normal(CFG.item2vec.dim + 1).astype(np.float32)
+        got, want = restored.index.query(q, 20), original.index.query(q, 20)
+        np.testing.assert_array_equal(got[0], want[0])
+    other = RecommenderConfig(item2vec=CFG.item2vec, index=IndexConfig(exact_below=0, m=8), min_count=1)
+    rebuilt = Recommender.restore(state, other)
+    assert rebuilt.index.inserts == len(rebuilt.vectors)

@@ -57,6 +57,11 @@ def test_sessions_survive_a_worker_restart(stack: LocalStack) -> None:
     producer.close()
 
 
+def _ids(f) -> set[str]:  # type: ignore[no-untyped-def]
+    raw, offsets = f["ids"].tobytes(), f["id_offsets"]
+    return {raw[offsets[i] : offsets[i + 1]].decode() for i in range(len(offsets) - 1)}
+
+
 def _vocabulary(worker: Worker) -> float:
     for line in worker.metrics().splitlines():
         if line.startswith("sessionrec_vocabulary_items "):
@@ -77,22 +82,22 @@ def test_the_model_survives_a_sigkill(stack: LocalStack) -> None:
     send(producer, clicks)
     collect(stack, {c["event_id"] for c in clicks})
     path = first.data_dir / snapshot.FILENAME
+    items = {c["item_id"] for c in clicks}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # wait for a snapshot holding every item
         if path.exists():
             with np.load(path) as f:
-                if len(f["id_offsets"]) - 1 == 12:
+                ids = _ids(f)
+                if items <= ids:
                     break
         time.sleep(0.2)
     else:
         raise AssertionError("no snapshot with the 12 items")
+    # (The earlier test's items are in it too: the model is shared through the deltas topic.)
     os.killpg(first.proc.pid, signal.SIGKILL)
     first.proc.wait(10)
 
     second = stack.start_worker("snap", extra_env=env)  # same state directory
     second.wait_ready(180)
-    deadline = time.monotonic() + 15
-    while _vocabulary(second) < 12 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _vocabulary(second) == 12, second.log_tail()
+    assert _vocabulary(second) >= len(ids), second.log_tail()
     producer.close()

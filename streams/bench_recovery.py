@@ -1,0 +1,69 @@
+"""``sessionrec bench recovery``: how long a restarted worker takes to get its model back.
+
+For each catalogue size: a model with that many items (the synthetic catalogue, preloaded
+and indexed, then a stream of clicks learned), its snapshot written to a temporary state
+directory the way the worker writes it, then read back the way a starting worker does
+(``streams.snapshot``), timed: with the saved HNSW graphs loaded, and (up to
+``rebuild_up_to`` items, as it grows linearly) with the index rebuilt from the vectors instead.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from models.recommender import Recommender
+from streams import snapshot
+from streams.bench import peak_rss_mb, preload
+from streams.settings import Settings
+from streams.synthetic import synthetic_stream
+
+
+def bench_recovery(sizes: tuple[int, ...] = (100_000, 1_000_000), clicks: int = 20_000,
+                   rebuild_up_to: int = 100_000) -> list[dict[str, Any]]:
+    settings = Settings.from_env()
+    config = settings.recommender_config()
+    out: list[dict[str, Any]] = []
+    for items in sizes:
+        model = Recommender(config)
+        t0 = time.perf_counter()
+        preload(model, items, settings.seed)
+        build_s = time.perf_counter() - t0
+        for c in synthetic_stream(clicks, items=items, seed=settings.seed):
+            model.learn(c.item_id, ())  # counts and vocabulary; vectors as preloaded
+        model.refresh()
+        directory = Path(tempfile.mkdtemp(prefix="sessionrec-recovery-"))
+        try:
+            t0 = time.perf_counter()
+            state = model.state()
+            copy_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            snapshot.save(state, directory)
+            write_s = time.perf_counter() - t0
+            size = (directory / snapshot.FILENAME).stat().st_size
+            del state
+            t0 = time.perf_counter()
+            back = snapshot.load(directory, config)
+            load_s = time.perf_counter() - t0
+            assert back is not None and len(back.index) == len(model.index)
+            line: dict[str, Any] = {
+                "bench": "recovery", "items": len(model.vectors), "dim": config.item2vec.dim,
+                "snapshot_mb": round(size / 2**20, 1), "snapshot_copy_s": round(copy_s, 3),
+                "snapshot_write_s": round(write_s, 3), "recovery_s": round(load_s, 3),
+                "reinserted_on_load": back.index.inserts, "index_build_s": round(build_s, 2),
+            }
+            del back
+            if items <= rebuild_up_to:
+                no_index = {k: v for k, v in model.state(index=False).items()}
+                t0 = time.perf_counter()
+                Recommender.restore(no_index, config)
+                line["recovery_rebuilding_index_s"] = round(time.perf_counter() - t0, 3)
+                line["speedup_vs_rebuild"] = round(line["recovery_rebuilding_index_s"] / max(load_s, 1e-9), 1)
+            line["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        out.append(line)
+    return out
