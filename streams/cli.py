@@ -178,6 +178,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             return 2
         print_lines(bench_replay(args.path, args.test))
         return 0
+    if args.kind == "transactions":
+        from streams.bench_txn import bench_transactions
+
+        print_lines(bench_transactions())
+        return 0
     if args.kind == "recovery":
         from streams.bench_recovery import bench_recovery
 
@@ -238,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.set_defaults(func=_cmd_demo)
 
     bn = sub.add_parser("bench", help="benchmarks that print JSON lines (core: no Kafka; e2e)")
-    bn.add_argument("kind", choices=["core", "e2e", "kafka-replay", "scale", "recovery"])
+    bn.add_argument("kind", choices=["core", "e2e", "kafka-replay", "scale", "recovery", "transactions"])
     bn.add_argument("path", nargs="?", help="core: a session-rec TSV to use instead of synthetic; "
                     "kafka-replay, scale: the training TSV")
     bn.add_argument("--test", help="kafka-replay, scale: the test TSV")
