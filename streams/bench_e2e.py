@@ -104,6 +104,19 @@ def bench_e2e(seconds: float = 20.0, items: int = 5000, clicks: int | None = Non
     return [out]
 
 
+def produce_replay(address: str, train: list[Any], test: list[Any]) -> None:
+    """Publish the train then the test clicks (session id as visitor; event ids ``train-N``,
+    ``test-N`` from the row order, so suggestions can be matched back)."""
+    producer = make_producer(address)
+    for prefix, rows in (("train-", train), ("test-", test)):
+        for r in rows:
+            producer.send("clicks", key=r.session_id.encode(), value=orjson.dumps(
+                {"visitor_id": r.session_id, "item_id": r.item_id, "ts": r.ts,
+                 "event_id": f"{prefix}{r.order}"}))
+    producer.flush()
+    producer.close()
+
+
 def bench_replay(train_path: str, test_path: str, k: int = 20) -> list[dict[str, Any]]:
     """Quality through Kafka vs the offline replay: same files, one partition, same seed.
 
@@ -127,14 +140,7 @@ def bench_replay(train_path: str, test_path: str, k: int = 20) -> list[dict[str,
     with LocalStack(workdir, env={"SESSIONREC_PARTITIONS": "1"}) as stack:
         worker = stack.start_worker("worker")
         worker.wait_ready(180)
-        producer = make_producer(stack.address)
-        for prefix, rows in (("train-", train), ("test-", test)):
-            for r in rows:
-                producer.send("clicks", key=r.session_id.encode(), value=orjson.dumps(
-                    {"visitor_id": r.session_id, "item_id": r.item_id, "ts": r.ts,
-                     "event_id": f"{prefix}{r.order}"}))
-        producer.flush()
-        producer.close()
+        produce_replay(stack.address, train, test)
         want = len(train) + len(test)
         lists: dict[str, list[str]] = {}
         for rec in read_records(stack.address, "recommendations", until=lambda c: c >= want,
@@ -182,14 +188,7 @@ def bench_scale(train_path: str, test_path: str, workers: tuple[int, ...] = (1, 
                 w.wait_ready(300)
             for w in procs:  # a late joiner rebalances the others: all ready at once
                 w.wait_ready(300)
-            producer = make_producer(stack.address)
-            for prefix, rows in (("train-", train), ("test-", test)):
-                for r in rows:
-                    producer.send("clicks", key=r.session_id.encode(), value=orjson.dumps(
-                        {"visitor_id": r.session_id, "item_id": r.item_id, "ts": r.ts,
-                         "event_id": f"{prefix}{r.order}"}))
-            producer.flush()
-            producer.close()
+            produce_replay(stack.address, train, test)
             lists: dict[str, list[str]] = {}
             first = last = 0.0
             for rec in read_records(stack.address, "recommendations", until=lambda c: c >= want,

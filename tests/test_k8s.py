@@ -574,7 +574,8 @@ def test_init_container_waits_for_every_topic() -> None:
     init = _statefulset_pod(one("StatefulSet"))["initContainers"][0]
     script = "\n".join(init["args"])
     compile(script, "wait-for-topics", "exec")
-    for attr in ("clicks_topic", "recommendations_topic", "sessions_topic", "dlq_topic", "model_deltas_topic"):
+    for attr in ("clicks_topic", "recommendations_topic", "sessions_topic", "dlq_topic",
+                 "model_deltas_topic"):
         assert f"s.{attr}" in script
     assert "-sessions_by_visitor-changelog" in script and "-__assignor-__leader" in script
 

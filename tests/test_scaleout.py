@@ -65,15 +65,18 @@ def answers(stack: LocalStack, want: set[str], timeout: float = 180) -> list[dic
     return got
 
 
+def send_and_answer(stack: LocalStack, producer, rounds: list[list[dict]]) -> None:  # type: ignore[no-untyped-def]
+    for batch in rounds:
+        send(producer, batch)
+    answers(stack, {c["event_id"] for b in rounds for c in b})
+
+
 def test_a_newcomer_gets_the_model_and_both_learn_one_model(stack: LocalStack) -> None:
     producer = make_producer(stack.address)
     first = stack.start_worker("share-a", extra_env=ENV)
     first.wait_ready(180)
     old = [f"old{i}" for i in range(20)]
-    rounds = clicks("n", 30, 4, old, time.time() - 3600)
-    for batch in rounds:
-        send(producer, batch)
-    answers(stack, {c["event_id"] for b in rounds for c in b})
+    send_and_answer(stack, producer, clicks("n", 30, 4, old, time.time() - 3600))
     wait_for(lambda: metric(first, "sessionrec_model_delta_items_total") >= 20, 30, "first's deltas")
 
     second = stack.start_worker("share-b", extra_env=ENV)
@@ -83,10 +86,7 @@ def test_a_newcomer_gets_the_model_and_both_learn_one_model(stack: LocalStack) -
     first.wait_ready(180)
 
     new = [f"new{i}" for i in range(30)]
-    rounds = clicks("m", 40, 3, new, time.time() - 1800)
-    for batch in rounds:
-        send(producer, batch)
-    answers(stack, {c["event_id"] for b in rounds for c in b})
+    send_and_answer(stack, producer, clicks("m", 40, 3, new, time.time() - 1800))
     # Each worker saw only its partitions' clicks, and both know every item.
     for w in (first, second):
         wait_for(lambda w=w: metric(w, "sessionrec_vocabulary_items") == 50, 30, "all 50 items")
@@ -105,9 +105,7 @@ def test_a_sigkill_mid_stream_loses_no_click_and_no_session(stack: LocalStack) -
     w2.wait_ready(180)
     items = [f"k{i}" for i in range(25)]
     rounds = clicks("v", 60, 12, items, time.time() - 3600)
-    for batch in rounds[:4]:
-        send(producer, batch)
-    answers(stack, {c["event_id"] for b in rounds[:4] for c in b})
+    send_and_answer(stack, producer, rounds[:4])
     wait_for(lambda: (w2.data_dir / "model.npz").exists(), 30, "a snapshot")
     known = metric(w2, "sessionrec_vocabulary_items")
 
