@@ -276,6 +276,12 @@ class Recommender:
         self, q: FloatArray, rows: IntArray, seen: dict[int, int], q_out: FloatArray | None = None
     ) -> FloatArray:
         """Exact scores of ``rows`` against the current vectors and counts."""
+        return self._score(q, rows, seen, q_out, rows_sorted=False)
+
+    def _score(self, q: FloatArray, rows: IntArray, seen: dict[int, int], q_out: FloatArray | None,
+               rows_sorted: bool) -> FloatArray:
+        """``score``; ``rows_sorted`` (ascending, unique) spares sorting them to find the
+        session's items among them."""
         cfg = self.config
         vec = self.vectors
         scores: FloatArray = vec.w_out[rows] @ q
@@ -286,14 +292,17 @@ class Recommender:
         if cfg.seen_boost and seen and len(rows):
             # Look the few session items up among the rows (not each row up in ``seen``).
             seen_rows = np.fromiter(seen.keys(), dtype=np.int64, count=len(seen))
-            ranks = np.fromiter(seen.values(), dtype=np.int64, count=len(seen))
-            order = np.argsort(rows, kind="stable")
-            at = np.searchsorted(rows[order], seen_rows)
-            hit = at < len(rows)
-            hit[hit] = rows[order[at[hit]]] == seen_rows[hit]
-            if hit.any():
-                boost = cfg.seen_boost * np.float64(cfg.seen_decay) ** ranks[hit]
-                scores[order[at[hit]]] += boost.astype(np.float32)
+            if rows_sorted:
+                at = np.minimum(np.searchsorted(rows, seen_rows), len(rows) - 1)
+                hit = rows[at] == seen_rows
+                pos = at[hit]
+                ranks = np.fromiter(seen.values(), dtype=np.int64, count=len(seen))[hit]
+            else:
+                pos = np.flatnonzero(np.isin(rows, seen_rows))
+                ranks = np.asarray([seen[r] for r in rows[pos].tolist()], dtype=np.int64)
+            if pos.size:
+                boost = cfg.seen_boost * np.float64(cfg.seen_decay) ** ranks
+                scores[pos] += boost.astype(np.float32)
         return scores
 
     def recommend(self, session_items: Sequence[str], k: int) -> Recommendation:
@@ -337,8 +346,8 @@ class Recommender:
             cand_rows = cand_rows[np.concatenate([[True], cand_rows[1:] != cand_rows[:-1]])]
         if cand_rows.size == 0:
             return Recommendation(self._fill([], k, exclude), "fallback", version)
-        scores = self.score(q, cand_rows, seen, q_out)
-        order = np.lexsort((cand_rows, -scores))
+        scores = self._score(q, cand_rows, seen, q_out, rows_sorted=True)
+        order = np.argsort(-scores, kind="stable")  # rows ascending already: ties by row
         ranked: list[tuple[str, float]] = []
         ids = self.vectors.vocab.ids
         top_rows = cand_rows[order[: k + len(exclude)]].tolist()

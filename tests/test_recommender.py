@@ -219,3 +219,16 @@ def test_the_popular_list_stays_exact_click_by_click() -> None:
         rows = np.arange(n)
         want = rows[np.lexsort((rows, -pop))][:7]
         assert rec._top.tolist() == want.tolist()
+
+
+def test_score_gives_every_seen_row_its_bonus_in_any_order() -> None:
+    """``score`` with unsorted, repeated rows: each position of a session item gets the
+    bonus for its recency rank, the others none."""
+    rec = _batch_model("default")
+    seen = {rec.vectors.row("g1i1"): 0, rec.vectors.row("g1i2"): 2}
+    rows = np.asarray([rec.vectors.row(i) for i in ("g2i0", "g1i2", "g1i1", "g1i2", "g3i3")], dtype=np.int64)
+    q = rec.vectors.w_in[rows[0]].copy()
+    plain = rec.score(q, rows, {})
+    bonus = rec.score(q, rows, seen) - plain
+    want = np.asarray([0, 0.25, 1, 0.25, 0], dtype=np.float32) * np.float32(rec.config.seen_boost)
+    np.testing.assert_allclose(bonus, want, atol=1e-5)
