@@ -356,8 +356,10 @@ class VectorIndex:
         self, qs: FloatArray, k: int, fallback: FloatArray | None = None
     ) -> list[tuple[IntArray, npt.NDArray[np.float32]]]:
         """``query`` for each row of ``qs``, asking each band once for the whole batch: one
-        ``knn_query`` per graph over all queries and one pass over a small band's vectors,
-        so per-call costs (Python, locking, numba dispatch, memory reads) are paid per batch."""
+        ``knn_query`` per graph over all queries, and for a small band one product per query
+        and one compiled top-k pass over all of them, so the per-call costs (Python,
+        locking, selection, numba dispatch) are paid per batch. Row ``b`` of the answer is
+        what ``query(qs[b])`` gives."""
         lifted = self.config.space == "mips"
         qs = np.asarray(qs, dtype=np.float32)
         if qs.ndim != 2:
