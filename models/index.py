@@ -43,6 +43,7 @@ import hnswlib
 import numpy as np
 import numpy.typing as npt
 
+from models import topk
 from models.sgns import FloatArray, IntArray
 
 
@@ -177,20 +178,6 @@ class _Graph:
         self.deleted += len(labels)
         self.live -= len(labels)
 
-    def exact(self, q: FloatArray, k: int) -> tuple[IntArray, npt.NDArray[np.float32]]:
-        """Exact top ``k`` live rows by inner product with ``q`` (distances 1 - q.x)."""
-        n = self.next_label
-        assert self.vecs is not None
-        scores = self.vecs[:n] @ q
-        scores[self.row_of_label[:n] < 0] = -np.inf
-        if k < self.live:
-            top = np.argpartition(-scores, k - 1)[:k]
-        else:
-            top = np.flatnonzero(self.row_of_label[:n] >= 0)
-        rows, dist = self.row_of_label[top], (1.0 - scores[top]).astype(np.float32)
-        best = np.lexsort((rows, dist))
-        return rows[best], dist[best]
-
     def search(self, q: FloatArray, k: int) -> tuple[IntArray, npt.NDArray[np.float32]]:
         """hnswlib's top ``k`` (rows, distances); asks for fewer when fewer are reachable."""
         n = min(k, self.live)
@@ -203,6 +190,23 @@ class _Graph:
                 continue
             return self.row_of_label[labels[0]], dists[0]
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+
+    def search_many(self, q: FloatArray, k: int) -> tuple[IntArray, npt.NDArray[np.float32]]:
+        """``search`` for each row of ``q`` in one hnswlib call; (rows, distances) of shape
+        (queries, n), rows -1 where a query got fewer answers than another."""
+        n = min(k, self.live)
+        if n > 0:
+            try:
+                labels, dists = self.hnsw.knn_query(q, k=n, num_threads=1)
+                return self.row_of_label[labels.astype(np.int64)], dists
+            except RuntimeError:
+                pass  # one query reached fewer live points than asked: ask each on its own
+        rows = np.full((len(q), max(n, 0)), -1, dtype=np.int64)
+        dist = np.zeros((len(q), max(n, 0)), dtype=np.float32)
+        for b in range(len(q)):
+            r, d = self.search(q[b : b + 1], k)
+            rows[b, : len(r)], dist[b, : len(d)] = r, d
+        return rows, dist
 
 
 class VectorIndex:
@@ -426,58 +430,69 @@ class VectorIndex:
         self, q: FloatArray, k: int, fallback: FloatArray | None = None
     ) -> tuple[IntArray, npt.NDArray[np.float32]]:
         """Up to ``k`` nearest rows to ``q`` (one query vector) and their index distances
-        (``mips``: 1 - q.x, as for the exact search), best first.
+        (``mips``: 1 - q.x, as for the exact search), best first; ties by row.
 
         When a write holds the index and ``fallback`` (the current table, rows aligned with
         labels) is given, answers by exact inner-product search over it instead of waiting.
         """
+        return self.query_many(np.reshape(q, (1, -1)), k, fallback)[0]
+
+    def query_many(
+        self, qs: FloatArray, k: int, fallback: FloatArray | None = None
+    ) -> list[tuple[IntArray, npt.NDArray[np.float32]]]:
+        """``query`` for each row of ``qs``, asking each band once for the whole batch: one
+        ``knn_query`` per graph over all queries, and for a small band one product per query
+        and one compiled top-k pass over all of them, so the per-call costs (Python,
+        locking, selection, numba dispatch) are paid per batch. Row ``b`` of the answer is
+        what ``query(qs[b])`` gives."""
         lifted = self.config.space == "mips"
-        d_q = q.shape[-1]
+        qs = np.asarray(qs, dtype=np.float32)
+        if qs.ndim != 2:
+            raise ValueError("queries must be one per row")
+        nq, d_q = qs.shape
         if d_q > self.dim:
             raise ValueError(f"query has {d_q} dimensions, the index {self.dim}")
+        empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+        if k <= 0 or nq == 0:
+            return [empty] * nq
         # Shorter queries are zero-padded (hnswlib itself reads ``dim`` floats whatever it gets).
-        q_idx = np.zeros((1, self.dim + lifted), dtype=np.float32)
-        q_idx[0, :d_q] = q.reshape(-1)
-        q0 = q_idx[0, : self.dim]
-        if k <= 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        q_idx = np.zeros((nq, self.dim + lifted), dtype=np.float32)
+        q_idx[:, :d_q] = qs
+        q0 = q_idx[:, : self.dim]
         if not self._lock.acquire(blocking=fallback is None):
             assert fallback is not None
-            self.busy_fallbacks += 1
-            return exact_top_k(fallback, q0[: fallback.shape[1]], k)
+            self.busy_fallbacks += nq
+            return [exact_top_k(fallback, q[: fallback.shape[1]], k) for q in q0]
         inner = self.config.space != "cosine"
-        qq = float(q0 @ q0)
-        found: list[tuple[IntArray, npt.NDArray[np.float32]]] = []
+        hd = np.zeros((nq, k), dtype=np.float32)
+        hr = np.zeros((nq, k), dtype=np.int64)
+        hn = np.zeros(nq, dtype=np.int64)
         try:
+            qq = topk.sq_norms(q0) if lifted else None
             for g in self._graphs.values():
                 if not g.live:
                     continue
-                if inner and g.vecs is not None:
-                    found.append(g.exact(q0, k))  # small graph: a matvec beats a walk
+                if inner and g.vecs is not None:  # small graph: products beat a walk
+                    # One matrix-vector product per query (not one matrix product for all):
+                    # BLAS then gives a query the same floats whatever the batch around it.
+                    n = g.next_label
+                    vecs = g.vecs[:n]
+                    dist = np.empty((nq, n), dtype=np.float32)
+                    for b in range(nq):
+                        dist[b] = vecs @ q0[b]
+                    np.subtract(np.float32(1.0), dist, out=dist)
+                    topk.offer(dist, g.row_of_label[None, :n], hd, hr, hn)
                     continue
-                rows, d = g.search(q_idx, k)
+                rows, dist = g.search_many(q_idx, k)
                 if lifted:  # |q-x|^2 = |q|^2 + R^2 - 2 q.x  ->  1 - q.x
-                    d = d * np.float32(0.5) + np.float32(1.0 - (qq + g.radius**2) / 2.0)
-                found.append((rows, d))
+                    assert qq is not None
+                    shift = (1.0 - (qq + g.radius**2) / 2.0).astype(np.float32)
+                    dist = dist * np.float32(0.5) + shift[:, None]
+                topk.offer(dist, rows, hd, hr, hn)
         finally:
             self._lock.release()
-        if not found:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        if len(found) == 1:
-            rows, dist = found[0]
-        else:
-            rows = np.concatenate([r for r, _ in found])
-            dist = np.concatenate([d for _, d in found])
-        keep = rows >= 0  # a label deleted since (hnswlib skips deleted ones)
-        if not keep.all():
-            rows, dist = rows[keep], dist[keep]
-        if len(found) > 1:
-            if len(rows) > k:
-                part = np.argpartition(dist, k - 1)[:k]
-                rows, dist = rows[part], dist[part]
-            best = np.lexsort((rows, dist))
-            rows, dist = rows[best], dist[best]
-        return rows, dist
+        topk.sorted_heaps(hd, hr, hn)
+        return [(hr[b, : hn[b]], hd[b, : hn[b]]) for b in range(nq)]
 
 
 def exact_top_k(table: FloatArray, q: FloatArray, k: int) -> tuple[IntArray, npt.NDArray[np.float32]]:

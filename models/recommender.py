@@ -31,12 +31,14 @@ the session's items has a trained vector, the answer is the popularity list.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from models import topk
 from models.index import IndexConfig, VectorIndex
 from models.item2vec import Item2VecConfig, ItemVectors, VectorDelta
 from models.sgns import FloatArray, IntArray
@@ -105,8 +107,10 @@ class Recommender:
         self.popularity = np.zeros(1024, dtype=np.float64)
         self._pop_scale = 1.0
         self._pop_growth = 2.0 ** (1.0 / self.config.popularity_half_life_clicks)
-        self._top: IntArray = np.zeros(0, dtype=np.int64)
-        """Rows of the most popular items, best first (kept up to date click by click)."""
+        self._top_buf: IntArray = np.zeros(self.popular_keep, dtype=np.int64)
+        """``_top_buf[:_top_n[0]]``: rows of the most popular items, best first (kept up to
+        date click by click, in place by ``topk.bump_top``)."""
+        self._top_n = np.zeros(1, dtype=np.int64)
         self._last_refresh: float | None = None
         self.clicks_learned = 0
         self._clicks_at_refresh = 0
@@ -123,8 +127,10 @@ class Recommender:
         if self._pop_scale > 1e100:
             self.popularity /= self._pop_scale
             self._pop_scale = 1.0
+            top = self._top  # the division may have made weights equal: order ties by row again
+            self._top = top[np.lexsort((top, -self.popularity[top]))]
         self.popularity[row] += self._pop_scale
-        self._bump_popular(row)
+        topk.bump_top(self._top_buf, self._top_n, self.popularity, row)
         self.clicks_learned += 1
         return loss
 
@@ -148,19 +154,19 @@ class Recommender:
         clicked = delta.d_counts > 0
         np.add.at(self.popularity, rows[clicked], delta.d_counts[clicked] * self._pop_scale)
         for row in np.unique(rows[clicked]).tolist():
-            self._bump_popular(row)
+            topk.bump_top(self._top_buf, self._top_n, self.popularity, row)
         return len(rows)
 
-    def _bump_popular(self, row: int) -> None:
-        """Keep the top list exact: only the clicked item's weight rose, so only it can move."""
-        top, pop = self._top, self.popularity
-        if not (top == row).any():
-            if len(top) >= self.popular_keep:
-                if (pop[row], -row) <= (pop[top[-1]], -int(top[-1])):
-                    return
-                top = top[:-1]
-            top = np.append(top, row)
-        self._top = top[np.lexsort((top, -pop[top]))]
+    @property
+    def _top(self) -> IntArray:
+        """Rows of the most popular items, best first."""
+        return self._top_buf[: int(self._top_n[0])]
+
+    @_top.setter
+    def _top(self, rows: IntArray) -> None:
+        n = min(len(rows), self.popular_keep)
+        self._top_buf[:n] = rows[:n]
+        self._top_n[0] = n
 
     # -- snapshots ------------------------------------------------------------------------
     def state(self, index: bool = True) -> dict[str, npt.NDArray[Any]]:
@@ -237,13 +243,15 @@ class Recommender:
         return [(ids[int(r)], float(pop[r] / total)) for r in top]
 
     # -- serving --------------------------------------------------------------------------
-    def _query(
-        self, session_items: list[str] | tuple[str, ...]
-    ) -> tuple[FloatArray | None, FloatArray | None, dict[int, int]]:
-        """The session's query vectors, input and output side (None if no item is known), and
-        its items' recency ranks."""
+    def _session_rows(
+        self, session_items: Sequence[str]
+    ) -> tuple[list[int], list[float], dict[int, int]]:
+        """The rows and recency weights of the items that make the session's query (latest
+        first), and every known session item's recency rank."""
         cfg = self.config
-        vec = self.vectors
+        row_of = self.vectors.vocab.index
+        counts = self.vectors.vocab.counts
+        limit, decay, min_count = cfg.query_items, cfg.recency_decay, cfg.min_count
         rows: list[int] = []
         weights: list[float] = []
         seen: dict[int, int] = {}
@@ -253,38 +261,54 @@ class Recommender:
             if item in names:
                 continue
             names.add(item)
-            r = vec.row(item)
-            if r is None:
-                w *= cfg.recency_decay
-                continue
-            seen[r] = len(names) - 1
-            if len(rows) < cfg.query_items and vec.vocab.counts[r] >= cfg.min_count:
-                rows.append(r)
-                weights.append(w)
-            w *= cfg.recency_decay
-        if not rows:
-            return None, None, seen
-        wts = np.asarray(weights, dtype=np.float32)
-        total = np.float32(wts.sum())
-        q: FloatArray = (wts[:, None] * vec.w_in[rows]).sum(axis=0) / total
-        q_out: FloatArray | None = None
-        if cfg.reverse_weight:
-            m = max(1, cfg.reverse_items)
-            wr = wts[:m]
-            q_out = (wr[:, None] * vec.w_out[rows[:m]]).sum(axis=0) / np.float32(wr.sum())
-        return q, q_out, seen
+            r = row_of.get(item)
+            if r is not None:
+                seen[r] = len(names) - 1
+                if len(rows) < limit and counts[r] >= min_count:
+                    rows.append(r)
+                    weights.append(w)
+            w *= decay
+        return rows, weights, seen
 
-    def _candidates(self, q: FloatArray) -> IntArray:
-        """Rows the index proposes for ``q`` (approximate, by the indexed vectors)."""
-        n_items = len(self.vectors)
-        qa = np.append(q, np.float32(self.config.popularity_weight))
-        labels, _ = self.index.query(qa, self.config.candidates, fallback=self._keys[:n_items])
-        return labels
+    def _query_vectors(
+        self, parts: list[tuple[list[int], list[float]]]
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """Query vectors, input and output side, one row per session (each with >= 1 row):
+        the recency-weighted means, every session in one gather, summed row after row as
+        ``sum(axis=0)`` does for one session, so a batch gives the same floats."""
+        vec = self.vectors
+        lens = np.fromiter((len(r) for r, _ in parts), dtype=np.int64, count=len(parts))
+        starts = np.zeros(len(parts), dtype=np.int64)
+        np.cumsum(lens[:-1], out=starts[1:])
+        rows = np.fromiter((r for rs, _ in parts for r in rs), dtype=np.int64, count=int(lens.sum()))
+        wts = np.fromiter((w for _, ws in parts for w in ws), dtype=np.float32, count=len(rows))
+        q = self._weighted_means(vec.w_in, rows, wts, starts, lens)
+        if not self.config.reverse_weight:
+            return q, None
+        return q, self._weighted_means(vec.w_out, rows, wts, starts,
+                                       np.minimum(lens, max(1, self.config.reverse_items)))
+
+    @staticmethod
+    def _weighted_means(table: FloatArray, rows: IntArray, wts: FloatArray, starts: IntArray,
+                        lens: IntArray) -> FloatArray:
+        """Row ``i``: the weighted mean of ``table[rows[j]]`` over ``j`` in ``starts[i]`` +
+        ``range(lens[i])`` (the same floats as numpy's expression for one session)."""
+        if int(lens.max()) < 8:
+            out: FloatArray = topk.weighted_means(table, rows, wts, starts, lens)
+            return out
+        return np.stack([(wts[s : s + n, None] * table[rows[s : s + n]]).sum(axis=0)
+                         / np.float32(wts[s : s + n].sum()) for s, n in zip(starts, lens, strict=True)])
 
     def score(
         self, q: FloatArray, rows: IntArray, seen: dict[int, int], q_out: FloatArray | None = None
     ) -> FloatArray:
         """Exact scores of ``rows`` against the current vectors and counts."""
+        return self._score(q, rows, seen, q_out, rows_sorted=False)
+
+    def _score(self, q: FloatArray, rows: IntArray, seen: dict[int, int], q_out: FloatArray | None,
+               rows_sorted: bool) -> FloatArray:
+        """``score``; ``rows_sorted`` (ascending, unique) spares sorting them to find the
+        session's items among them."""
         cfg = self.config
         vec = self.vectors
         scores: FloatArray = vec.w_out[rows] @ q
@@ -292,38 +316,74 @@ class Recommender:
             scores += np.float32(cfg.reverse_weight) * (vec.w_in[rows] @ q_out)
         if cfg.popularity_weight:
             scores += np.float32(cfg.popularity_weight) * np.log1p(vec.vocab.counts[rows]).astype(np.float32)
-        if cfg.seen_boost and seen:
-            for j, r in enumerate(rows.tolist()):
-                rank = seen.get(r)
-                if rank is not None:
-                    scores[j] += cfg.seen_boost * cfg.seen_decay**rank
+        if cfg.seen_boost and seen and len(rows):
+            # Look the few session items up among the rows (not each row up in ``seen``).
+            seen_rows = np.fromiter(seen.keys(), dtype=np.int64, count=len(seen))
+            if rows_sorted:
+                at = np.minimum(np.searchsorted(rows, seen_rows), len(rows) - 1)
+                hit = rows[at] == seen_rows
+                pos = at[hit]
+                ranks = np.fromiter(seen.values(), dtype=np.int64, count=len(seen))[hit]
+            else:
+                pos = np.flatnonzero(np.isin(rows, seen_rows))
+                ranks = np.asarray([seen[r] for r in rows[pos].tolist()], dtype=np.int64)
+            if pos.size:
+                boost = cfg.seen_boost * np.float64(cfg.seen_decay) ** ranks
+                scores[pos] += boost.astype(np.float32)
         return scores
 
-    def recommend(self, session_items: list[str] | tuple[str, ...], k: int) -> Recommendation:
+    def recommend(self, session_items: Sequence[str], k: int) -> Recommendation:
         """Top ``k`` next items for a session whose clicks so far are ``session_items``."""
+        return self.recommend_many([session_items], k)[0]
+
+    def recommend_many(self, sessions: Sequence[Sequence[str]], k: int) -> list[Recommendation]:
+        """``recommend`` for each session, all against the same model state: the query
+        vectors are built together and the index is asked once for the whole batch, which
+        is where a single recommendation spends most of its time (per-call overhead)."""
         cfg = self.config
         vec = self.vectors
         version = vec.version
+        parsed = [self._session_rows(s) for s in sessions]
+        known = [i for i, (rows, _, _) in enumerate(parsed) if rows]
+        out: list[Recommendation | None] = [None] * len(sessions)
+        if known:
+            q, q_out = self._query_vectors([(parsed[i][0], parsed[i][1]) for i in known])
+            pop_col = np.full((len(known), 1), cfg.popularity_weight, dtype=np.float32)
+            found = self.index.query_many(np.concatenate([q, pop_col], axis=1), cfg.candidates,
+                                          fallback=self._keys[: len(vec)])
+            for j, i in enumerate(known):
+                out[i] = self._rank(sessions[i], parsed[i][2], found[j][0], q[j],
+                                    None if q_out is None else q_out[j], k, version)
+        for i, rec in enumerate(out):
+            if rec is None:
+                exclude = set(sessions[i]) if cfg.exclude_seen else set()
+                out[i] = Recommendation(self._fill([], k, exclude), "fallback", version)
+        return [r for r in out if r is not None]
+
+    def _rank(self, session_items: Sequence[str], seen: dict[int, int], labels: IntArray, q: FloatArray,
+              q_out: FloatArray | None, k: int, version: int) -> Recommendation:
+        """One session's list: the index's candidates plus its own items, re-scored exactly."""
+        cfg = self.config
         exclude = set(session_items) if cfg.exclude_seen else set()
-        q, q_out, seen = self._query(session_items)
-        if q is None:
-            return Recommendation(self._fill([], k, exclude), "fallback", version)
-        labels = self._candidates(q)
-        extra = [] if cfg.exclude_seen else list(seen)
-        cand_rows = np.sort(np.concatenate([labels, np.asarray(extra, dtype=np.int64)]))
+        if cfg.exclude_seen or not seen:
+            cand_rows = np.sort(labels)
+        else:
+            cand_rows = np.sort(np.concatenate([labels, np.fromiter(seen, dtype=np.int64, count=len(seen))]))
         if cand_rows.size > 1:
             cand_rows = cand_rows[np.concatenate([[True], cand_rows[1:] != cand_rows[:-1]])]
         if cand_rows.size == 0:
             return Recommendation(self._fill([], k, exclude), "fallback", version)
-        scores = self.score(q, cand_rows, seen, q_out)
-        order = np.lexsort((cand_rows, -scores))
+        scores = self._score(q, cand_rows, seen, q_out, rows_sorted=True)
+        order = np.argsort(-scores, kind="stable")  # rows ascending already: ties by row
         ranked: list[tuple[str, float]] = []
-        ids = vec.vocab.ids
-        for j in order[: k + len(exclude)]:
-            item = ids[int(cand_rows[j])]
+        ids = self.vectors.vocab.ids
+        top_rows = cand_rows[order[: k + len(exclude)]].tolist()
+        top_scores = scores[order[: k + len(exclude)]].tolist()
+        for r, sc in zip(top_rows, top_scores, strict=True):
+            item = ids[r]
             if item in exclude:
                 continue
-            ranked.append((item, float(scores[j])))
+            ranked.append((item, sc))
             if len(ranked) >= k:
                 break
         return Recommendation(self._fill(ranked, k, exclude), "model", version)

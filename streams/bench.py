@@ -81,8 +81,14 @@ def preload(model: Recommender, items: int, seed: int = 0) -> None:
 
 
 def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
-             preload_items: int = 0) -> dict[str, Any]:
-    """Learn + recommend for every click, timing each part."""
+             preload_items: int = 0, batch: int = 1) -> dict[str, Any]:
+    """Learn + recommend for every click, timing each part.
+
+    ``batch`` > 1: clicks are taken ``batch`` at a time, as a worker that drains what has
+    arrived would: each is stepped and learned in order, then one refresh check, then one
+    ``recommend_many`` for the batch's sessions as each was right after its own click.
+    ``p50_ms``/``p99_ms`` are then per batch: the time from a batch's first click being
+    taken to its last recommendation (what a click waits once its batch is formed)."""
     cfg = settings.session_config()
     model = Recommender(settings.recommender_config())
     if preload_items:
@@ -91,32 +97,42 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
     states: dict[str, VisitorState] = {}
     watermark = -math.inf
     n = len(stream)
-    per_click = np.zeros(n, dtype=np.float64)
+    batch = max(1, batch)
+    per_batch = np.zeros(math.ceil(n / batch), dtype=np.float64)
     learn_t = rec_t = refresh_t = 0.0
     rss0 = rss_mb()
     perf = time.perf_counter
     t_start = perf()
-    for i, c in enumerate(stream):
+    for bi, lo in enumerate(range(0, n, batch)):
         t0 = perf()
-        state, outs = step(states.get(c.visitor_id), Click(c.visitor_id, c.item_id, c.ts, ""), cfg,
-                           watermark)
-        watermark = max(watermark, c.ts)
-        states[c.visitor_id] = state
-        acc = outs[-1]
-        context = getattr(acc, "context", ())
-        t1 = perf()
-        model.learn(c.item_id, context)
-        t2 = perf()
-        model.maybe_refresh(t2)
+        sessions: list[list[str]] = []
+        for c in stream[lo : lo + batch]:
+            state, outs = step(states.get(c.visitor_id), Click(c.visitor_id, c.item_id, c.ts, ""), cfg,
+                               watermark)
+            watermark = max(watermark, c.ts)
+            states[c.visitor_id] = state
+            acc = outs[-1]
+            context = getattr(acc, "context", ())
+            t2 = perf()
+            model.learn(c.item_id, context)
+            learn_t += perf() - t2
+            if state.session is not None:
+                # The session as it is now: a later click of the batch may extend it.
+                sessions.append(list(state.session.items) if batch > 1 else state.session.items)
         t3 = perf()
-        if state.session is not None:
-            model.recommend(state.session.items, k)
+        model.maybe_refresh(t3)
         t4 = perf()
-        learn_t += t2 - t1
-        refresh_t += t3 - t2
-        rec_t += t4 - t3
-        per_click[i] = t4 - t0
-        if len(states) > 50_000 and i % 10_000 == 0:
+        if sessions:
+            if batch > 1:
+                model.recommend_many(sessions, k)
+            else:
+                model.recommend(sessions[0], k)
+        t5 = perf()
+        refresh_t += t4 - t3
+        rec_t += t5 - t4
+        per_batch[bi] = t5 - t0
+        i = lo + batch - 1
+        if len(states) > 50_000 and i // 10_000 != (i - batch) // 10_000:
             # Keep memory to live sessions, as the worker's sweep does.
             states = {v: s for v, s in states.items()
                       if s.session is not None and watermark - s.session.end <= cfg.gap_s}
@@ -126,6 +142,7 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
     table_bytes = vec.w_in.nbytes + vec.w_out.nbytes
     return {
         "clicks": n,
+        "batch": batch,
         "items": n_items,
         "items_preloaded": model_items0,
         "dim": vec.config.dim,
@@ -133,8 +150,8 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
         "learn_us_per_click": round(learn_t / n * 1e6, 2),
         "recommend_us_per_click": round(rec_t / n * 1e6, 2),
         "index_refresh_us_per_click": round(refresh_t / n * 1e6, 2),
-        "p50_ms": round(float(np.percentile(per_click, 50)) * 1e3, 4),
-        "p99_ms": round(float(np.percentile(per_click, 99)) * 1e3, 4),
+        "p50_ms": round(float(np.percentile(per_batch, 50)) * 1e3, 4),
+        "p99_ms": round(float(np.percentile(per_batch, 99)) * 1e3, 4),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_growth_mb": round(rss_mb() - rss0, 1),
         "bytes_per_item": round((rss_mb() - rss0) * 2**20 / max(1, n_items), 1),
@@ -223,15 +240,17 @@ def run_retrieval(model: Recommender, queries: int = 2000, k: int = 20, seed: in
 
 def bench_core(path: str | None, clicks: int, items: int, dim: int, seed: int = 0,
                gensim: bool = True, curve: tuple[int, ...] | None = None,
-               preload_items: int = 0) -> list[dict[str, Any]]:
+               preload_items: int = 0, batches: tuple[int, ...] = (1,)) -> list[dict[str, Any]]:
     """One JSON line for ``items``, or with ``curve`` one line per catalogue size: the model
     preloaded with the whole catalogue (``preload``), then the same timed stream of ``clicks``
     clicks over it; ``curve_ratio_vs_smallest`` compares clicks/s with the smallest size's,
-    measured in the same process."""
+    measured in the same process. With several ``batches``, one line per batch size on the
+    same stream, in this process, with ``batch_ratio_vs_first`` (clicks/s over the first's)."""
     if curve:
         lines: list[dict[str, Any]] = []
         for size in sorted(curve):
-            line = bench_core(path, clicks, size, dim, seed=seed, gensim=gensim, preload_items=size)[0]
+            line = bench_core(path, clicks, size, dim, seed=seed, gensim=gensim, preload_items=size,
+                              batches=batches[:1])[0]
             line["curve_items"] = size
             base = lines[0]["clicks_per_s"] if lines else line["clicks_per_s"]
             line["curve_ratio_vs_smallest"] = round(line["clicks_per_s"] / base, 4)
@@ -239,21 +258,27 @@ def bench_core(path: str | None, clicks: int, items: int, dim: int, seed: int = 
         return lines
     settings = Settings.from_env(dim=dim, seed=seed)
     stream = load_stream(path, clicks, items, seed)
-    core = run_core(stream, settings, preload_items=preload_items)
-    model = core.pop("_model")
-    out: dict[str, Any] = {"bench": "core", "source": path or "synthetic", **core}
-    out.update(run_retrieval(model, seed=seed))
-    out.update(memory_budget(model))
-    del model
-    learn_cps = run_learn_only(stream, settings)
-    out["learn_only_clicks_per_s"] = round(learn_cps, 1)
-    if gensim:
-        g = run_gensim(stream, settings)
-        out.update(g)
-        if g.get("gensim_words_per_s"):
-            out["learn_ratio_vs_gensim"] = round(learn_cps / g["gensim_words_per_s"], 4)
-    out["machine"] = machine()
-    return [out]
+    out_lines: list[dict[str, Any]] = []
+    for batch in batches:
+        core = run_core(stream, settings, preload_items=preload_items, batch=batch)
+        model = core.pop("_model")
+        out: dict[str, Any] = {"bench": "core", "source": path or "synthetic", **core}
+        out.update(run_retrieval(model, seed=seed))
+        out.update(memory_budget(model))
+        del model
+        learn_cps = run_learn_only(stream, settings)
+        out["learn_only_clicks_per_s"] = round(learn_cps, 1)
+        if gensim:
+            g = run_gensim(stream, settings)
+            out.update(g)
+            if g.get("gensim_words_per_s"):
+                out["learn_ratio_vs_gensim"] = round(learn_cps / g["gensim_words_per_s"], 4)
+        if len(batches) > 1:
+            first = out_lines[0]["clicks_per_s"] if out_lines else out["clicks_per_s"]
+            out["batch_ratio_vs_first"] = round(out["clicks_per_s"] / first, 4)
+        out["machine"] = machine()
+        out_lines.append(out)
+    return out_lines
 
 
 def memory_budget(model: Recommender) -> dict[str, Any]:

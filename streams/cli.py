@@ -162,13 +162,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(), seconds=args.seconds, rate=args.rate, items=args.items)
 
 
+def _batches(text: str) -> tuple[int, ...]:
+    """``--batch 1,32,128`` -> (1, 32, 128)."""
+    try:
+        sizes = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"batch sizes are integers: {text!r}") from exc
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("batch sizes are >= 1")
+    return sizes
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from streams.bench import bench_core, print_lines
 
     if args.kind == "core":
         print_lines(bench_core(args.path, args.clicks, args.items, args.dim, seed=args.seed,
                                gensim=args.gensim,
-                               curve=(10_000, 100_000, 1_000_000) if args.curve else None))
+                               curve=(10_000, 100_000, 1_000_000) if args.curve else None,
+                               batches=args.batch))
         return 0
     if args.kind == "kafka-replay":
         from streams.bench_e2e import bench_replay
@@ -255,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--seed", type=int, default=0)
     bn.add_argument("--seconds", type=float, default=20.0, help="e2e: seconds per phase")
     bn.add_argument("--gensim", action=argparse.BooleanOptionalAction, default=True)
+    bn.add_argument("--batch", type=_batches, default=(1,), metavar="B[,B...]",
+                    help="core: clicks learned before one batched recommend (1: per click); "
+                    "several: one line each, same stream, same process")
     bn.add_argument("--curve", action="store_true",
                     help="core: one JSON line per catalogue size 10k/100k/1M (catalogue preloaded)")
     bn.set_defaults(func=_cmd_bench)

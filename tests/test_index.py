@@ -153,3 +153,28 @@ def test_small_graphs_answer_exactly() -> None:
         want, want_dist = exact_top_k(table, q, 25)
         assert got.tolist() == want.tolist()
         assert np.allclose(dist, want_dist, atol=1e-4)
+
+
+@pytest.mark.parametrize("exact_below", [0, 300, 10_000])
+def test_a_batch_of_queries_gets_what_each_query_gets_alone(exact_below: int) -> None:
+    """``query_many`` asks each band once for all queries; row by row it must answer what
+    ``query`` does (graphs only, small bands searched exactly, and a mix)."""
+    rng = np.random.default_rng(5)
+    dim, n = 12, 3000
+    table = rng.normal(size=(n, dim)).astype(np.float32) * rng.uniform(0.3, 4.0, (n, 1)).astype(np.float32)
+    index = VectorIndex(dim, IndexConfig(exact_below=exact_below, initial_capacity=64))
+    index.refresh(table, np.arange(n))
+    table[:700] *= 1.3  # moved: re-written, the old elements deleted
+    index.refresh(table, np.arange(700))
+    queries = rng.normal(size=(33, dim)).astype(np.float32)
+    queries[3] = 0.0
+    for k in (1, 10, 100):
+        batch = index.query_many(queries, k)
+        assert len(batch) == len(queries)
+        for q, (rows, dist) in zip(queries, batch, strict=True):
+            alone_rows, alone_dist = index.query(q, k)
+            assert rows.tolist() == alone_rows.tolist()
+            np.testing.assert_array_equal(dist, alone_dist)
+            assert len(rows) == k and len(set(rows.tolist())) == k
+            assert (np.diff(dist) >= 0).all()
+    assert index.query_many(queries[:0], 5) == []

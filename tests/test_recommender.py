@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.index import IndexConfig
 from models.item2vec import Item2VecConfig
@@ -191,3 +193,66 @@ def test_a_snapshot_loads_the_index_instead_of_rebuilding_it(tmp_path: Path) -> 
     other = RecommenderConfig(item2vec=CFG.item2vec, index=IndexConfig(exact_below=0, m=8), min_count=1)
     rebuilt = Recommender.restore(state, other)
     assert rebuilt.index.inserts == len(rebuilt.vectors)
+
+
+_BATCH_CFGS = {
+    "default": CFG,
+    "exclude_seen": RecommenderConfig(item2vec=CFG.item2vec, exclude_seen=True),
+    "long_queries": RecommenderConfig(item2vec=CFG.item2vec, query_items=10, reverse_items=3,
+                                      recency_decay=0.7),
+}
+_BATCH_MODELS: dict[str, Recommender] = {}
+
+
+def _batch_model(name: str) -> Recommender:
+    if name not in _BATCH_MODELS:
+        rec = _train(_BATCH_CFGS[name], _stream(8, 300))
+        # Learn a little after the refresh, so the index is behind the vectors as when serving.
+        for items in _stream(9, 20):
+            for pos, item in enumerate(items):
+                rec.learn(item, items[:pos])
+        _BATCH_MODELS[name] = rec
+    return _BATCH_MODELS[name]
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(sorted(_BATCH_CFGS)),
+       sessions=st.lists(st.lists(st.sampled_from([f"g{g}i{i}" for g in range(6) for i in range(8)]
+                                                  + ["unknown", "other"]), max_size=14),
+                         min_size=1, max_size=12),
+       k=st.integers(1, 25))
+def test_a_batch_gets_what_each_session_gets_alone(name: str, sessions: list[list[str]], k: int) -> None:
+    """``recommend_many`` is ``recommend`` per session: same items, same scores, same source."""
+    rec = _batch_model(name)
+    assert rec.recommend_many(sessions, k) == [rec.recommend(s, k) for s in sessions]
+
+
+def test_the_popular_list_stays_exact_click_by_click() -> None:
+    """The top list is updated in place for the clicked item only; after every click it must
+    equal a full sort of the decayed counts (ties: smaller row first), evictions included."""
+
+    class Small(Recommender):
+        popular_keep = 7
+
+    rec = Small(RecommenderConfig(item2vec=CFG.item2vec, popularity_half_life_clicks=50.0))
+    rng = np.random.default_rng(11)
+    for item in rng.zipf(1.3, 600) % 40:
+        rec.learn(f"x{item}", ())
+        n = len(rec.vectors)
+        pop = rec.popularity[:n]
+        rows = np.arange(n)
+        want = rows[np.lexsort((rows, -pop))][:7]
+        assert rec._top.tolist() == want.tolist()
+
+
+def test_score_gives_every_seen_row_its_bonus_in_any_order() -> None:
+    """``score`` with unsorted, repeated rows: each position of a session item gets the
+    bonus for its recency rank, the others none."""
+    rec = _batch_model("default")
+    seen = {rec.vectors.row("g1i1"): 0, rec.vectors.row("g1i2"): 2}
+    rows = np.asarray([rec.vectors.row(i) for i in ("g2i0", "g1i2", "g1i1", "g1i2", "g3i3")], dtype=np.int64)
+    q = rec.vectors.w_in[rows[0]].copy()
+    plain = rec.score(q, rows, {})
+    bonus = rec.score(q, rows, seen) - plain
+    want = np.asarray([0, 0.25, 1, 0.25, 0], dtype=np.float32) * np.float32(rec.config.seen_boost)
+    np.testing.assert_allclose(bonus, want, atol=1e-5)
