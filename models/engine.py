@@ -31,6 +31,10 @@ class ClickResult:
     recommendation: Recommendation | None = None
     loss: float = 0.0
     closed: list[Closed] = field(default_factory=list)
+    owed: bool = False
+    """A suggestion is owed for this click (accepted, or the same message redelivered),
+    whether or not ``click`` computed it (``recommend=False`` leaves it to the caller, who
+    may ask ``Recommender.recommend_many`` for a whole batch at once)."""
 
 
 class Engine:
@@ -64,13 +68,15 @@ class Engine:
         for out in outputs:
             if isinstance(out, Closed):
                 result.closed.append(out)
-            elif isinstance(out, Duplicate) and out.redelivery and recommend:
+            elif isinstance(out, Duplicate) and out.redelivery and new_state.session is not None:
                 # The same message again (a crash before its offset was committed): answer
                 # it again, without learning twice; consumers drop the repeated event id.
-                if new_state.session is not None:
+                result.owed = True
+                if recommend:
                     result.recommendation = self.model.recommend(new_state.session.items, self.k)
             elif isinstance(out, Accepted):
                 result.accepted = out
+                result.owed = True
                 if self.learning:
                     result.loss = self.model.learn(click.item_id, out.context)
                 self.model.maybe_refresh(clock)

@@ -19,7 +19,7 @@ from models.engine import Engine
 from streams import metrics as m
 from streams import snapshot
 from streams.credentials import faust_credentials
-from streams.handler import ClickHandler, Message
+from streams.handler import ClickHandler, Incoming, Message
 from streams.settings import Settings
 from streams.share import ModelSharing
 
@@ -40,6 +40,11 @@ app = faust.App(
     broker_commit_interval=1.0,
     broker_session_timeout=settings.group_session_timeout_s,
     broker_heartbeat_interval=min(3.0, settings.group_session_timeout_s / 3),
+    # The check compares offsets persisted in a local RocksDB file with the changelog; the
+    # memory store persists nothing, and the check crashed the surviving worker of
+    # tests/test_scaleout.py during the rebalance after a SIGKILL ("persisted offset ... is
+    # higher than the last offset in that topic", faust-streaming issue #158, open).
+    recovery_consistency_check=False,
 )
 
 raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
@@ -51,6 +56,7 @@ dlq_topic = app.topic(settings.dlq_topic, **raw)
 model_deltas_topic = app.topic(settings.model_deltas_topic, partitions=1, **raw)
 sessions_by_visitor = app.Table("sessions_by_visitor", default=None, partitions=settings.partitions,
                                 key_type=bytes)
+
 
 engine = Engine(settings.session_config(), settings.recommender_config(), k=settings.k)
 saved = snapshot.read(settings.state_dir)
@@ -102,18 +108,17 @@ async def catch_up_model() -> None:
 
 @app.agent(clicks_topic)
 async def recommend_next(stream: Any) -> None:
-    """Each click: dead-letter it, drop it as a duplicate, or learn and publish suggestions."""
+    """Each click: dead-letter it, drop it as a duplicate, or learn and publish suggestions.
+
+    One click at a time: a batch (``take_events`` + ``handle_many``) was 1.5-1.8x faster in
+    ``bench core``, but in the two-worker SIGKILL test it split sessions across the
+    rebalance (the table is written outside Faust's per-event context there), so the
+    worker keeps Faust's per-event iteration until that is understood."""
     await catch_up_model()
     async for event in stream.events():
         msg = event.message
-        try:
-            out = handler.handle(sessions_by_visitor, event.key, event.value, msg.topic,
-                                 msg.partition, msg.offset, arrived=arrival_time(msg))
-        except Exception as exc:  # noqa: BLE001 - one bad click must not stop the worker
-            log.exception("click at %s/%d/%d failed", msg.topic, msg.partition, msg.offset)
-            out = [handler.failed(exc, event.key, event.value, msg.topic, msg.partition,
-                                  msg.offset)]
-        await publish(out)
+        await publish(handler.handle_many(sessions_by_visitor, [
+            Incoming(event.key, event.value, msg.topic, msg.partition, msg.offset, arrival_time(msg))]))
 
 
 @app.timer(settings.sweep_interval_s)

@@ -198,7 +198,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.kind == "recovery":
         from streams.bench_recovery import bench_recovery
 
-        print_lines(bench_recovery(tuple(int(n) for n in args.sizes.split(","))))
+        for size in args.sizes.split(","):  # one line as each size finishes (1M takes long)
+            print_lines(bench_recovery((int(size),)))
         return 0
     if args.kind == "scale":
         from streams.bench_e2e import bench_scale

@@ -7,14 +7,15 @@ so it can be driven by the tests with a plain dict as the table.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from models.engine import Engine
 from models.recommender import Recommendation
-from models.session import Click, Closed, Duplicate, Late, VisitorState
+from models.session import Accepted, Click, Closed, Duplicate, Late, VisitorState
 from streams import metrics as m
 from streams.codec import (
     Limits,
@@ -29,6 +30,35 @@ from streams.quality import OnlineQuality
 from streams.settings import Settings
 
 Table = MutableMapping[bytes, dict]
+log = logging.getLogger("sessionrec")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message read from the clicks topic."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    arrived: float | None = None
+    """Wall time it reached the worker (None: now)."""
+
+
+@dataclass(frozen=True)
+class _Owed:
+    """A click processed but for its suggestion, and what the suggestion needs."""
+
+    incoming: Incoming
+    click: Click
+    state: VisitorState
+    items: list[str]
+    now: float
+    accepted: Accepted | None
+    """None: a redelivered message, answered again without being learned again."""
+    before: list[Message] = field(default_factory=list)
+    """Messages that go out before the suggestion (sessions this click closed)."""
 
 
 @dataclass(frozen=True)
@@ -60,12 +90,53 @@ class ClickHandler:
         offset: int, arrived: float | None = None, clock: float | None = None,
     ) -> list[Message]:
         """One message from the clicks topic -> messages to publish (in order)."""
+        return self.handle_many(table, [Incoming(key, value, topic, partition, offset, arrived)], clock)
+
+    def handle_many(self, table: Table, batch: Sequence[Incoming], clock: float | None = None
+                    ) -> list[Message]:
+        """Messages from the clicks topic, in order -> messages to publish, in order.
+
+        Each click is decoded, sessioned and learned in turn; then one ``recommend_many``
+        answers every click of the batch that is owed a suggestion, each from its own
+        session as it stood after that click. A click that fails goes to the DLQ alone.
+        """
+        slots: list[list[Message] | _Owed] = []
+        for inc in batch:
+            try:
+                slots.append(self._step(table, inc, clock))
+            except Exception as exc:  # noqa: BLE001 - one bad click must not stop the worker
+                log.exception("click at %s/%d/%d failed", inc.topic, inc.partition, inc.offset)
+                slots.append([self.failed(exc, inc)])
+        owed = [s for s in slots if isinstance(s, _Owed)]
+        recs: list[Recommendation | Exception] = []
+        if owed:
+            try:
+                recs = list(self.engine.model.recommend_many([o.items for o in owed], self.engine.k))
+            except Exception as exc:  # noqa: BLE001 - fail only the clicks waiting for it
+                log.exception("recommending for %d clicks failed", len(owed))
+                recs = [exc] * len(owed)
+        answers = iter(recs)
+        out: list[Message] = []
+        for slot in slots:
+            if isinstance(slot, list):
+                out.extend(slot)
+                continue
+            rec = next(answers)
+            if isinstance(rec, Exception):
+                out.append(self.failed(rec, slot.incoming))
+            else:
+                out.extend(slot.before)
+                out.append(self._answer(slot, rec))
+        return out
+
+    def _step(self, table: Table, inc: Incoming, clock: float | None) -> list[Message] | _Owed:
+        """Everything for one click but its suggestion: messages, or what the suggestion needs."""
+        key, value, topic, partition, offset = inc.key, inc.value, inc.topic, inc.partition, inc.offset
         self.positions[partition] = offset + 1
-        now = time.time() if arrived is None else arrived
+        now = time.time() if inc.arrived is None else inc.arrived
         decoded = decode_click(value, key, now, self.limits)
         if isinstance(decoded, Rejection):
-            return [self._reject(decoded.reason, decoded.detail, key, value, topic, partition,
-                                 offset)]
+            return [self._reject(decoded.reason, decoded.detail, inc)]
         click = Click(decoded.visitor_id, decoded.item_id, decoded.ts,
                       decoded.event_id or derived_event_id(topic, partition, offset), offset)
         assert key is not None
@@ -74,42 +145,51 @@ class ClickHandler:
         watermark = self.watermarks.get(partition, click.ts)
         res = self.engine.click(state, click, watermark,
                                 clock=time.monotonic() if clock is None else clock,
-                                now_wall=now)
-        out: list[Message] = []
+                                now_wall=now, recommend=False)
+        before: list[Message] = []
         for o in res.outputs:
             if isinstance(o, Duplicate):
-                if o.redelivery and res.recommendation is not None:
-                    m.CLICKS.labels(outcome="redelivered").inc()
-                    return [self._suggestion(click, res.state, res.recommendation, now)]
+                if o.redelivery and res.owed:
+                    assert res.state.session is not None
+                    return _Owed(inc, click, res.state, list(res.state.session.items), now, None)
                 m.CLICKS.labels(outcome="duplicate").inc()
-                return out
+                return before
             if isinstance(o, Late):
-                return [self._reject("late", o.detail, key, value, topic, partition, offset)]
+                return [self._reject("late", o.detail, inc)]
             if isinstance(o, Closed):
-                out.append(self._closed(o))
-        acc, rec = res.accepted, res.recommendation
-        assert acc is not None and rec is not None
+                before.append(self._closed(o))
+        acc = res.accepted
+        assert acc is not None and res.state.session is not None
         if state is None or state.session is None or res.closed:
             m.LIVE_SESSIONS.inc()
         self.watermarks[partition] = max(watermark, click.ts)
         d = res.state.to_dict()
         d["p"] = partition
         table[key] = d
-        # A miss judges a list too (rank None): the gauges must move on misses as well.
-        self.quality.clicked(click.visitor_id, acc.session_id, click.item_id)
-        m.record_quality(self.quality)
-        self.quality.served(click.visitor_id, acc.session_id, [i for i, _ in rec.items])
         vec = self.engine.model.vectors
         m.SGD_UPDATES.inc(vec.updates - self._updates_seen)
         self._updates_seen = vec.updates
         m.TRAINING_LOSS.set(vec.loss_ema)
-        m.MODEL_VERSION.set(rec.model_version)
         self.index_watch.observe(self.engine.model, time.time())
-        out.append(self._suggestion(click, res.state, rec, now))
+        # The session's items now: a later click of the same visitor in this batch changes
+        # the session in place.
+        return _Owed(inc, click, res.state, list(res.state.session.items), now, acc, before)
+
+    def _answer(self, owed: _Owed, rec: Recommendation) -> Message:
+        click, acc = owed.click, owed.accepted
+        if acc is None:  # the same message again: answered again, counted as such
+            m.CLICKS.labels(outcome="redelivered").inc()
+            return self._suggestion(click, owed.state, rec, owed.now)
+        # A miss judges a list too (rank None): the gauges must move on misses as well.
+        self.quality.clicked(click.visitor_id, acc.session_id, click.item_id)
+        m.record_quality(self.quality)
+        self.quality.served(click.visitor_id, acc.session_id, [i for i, _ in rec.items])
+        m.MODEL_VERSION.set(rec.model_version)
+        msg = self._suggestion(click, owed.state, rec, owed.now)
         # Counted last: a click that fails above goes to the DLQ as processing_error and
         # must not count as accepted too (one outcome per message).
         m.CLICKS.labels(outcome="accepted").inc()
-        return out
+        return msg
 
     @cached_property
     def limits(self) -> Limits:
@@ -127,17 +207,14 @@ class ClickHandler:
             click_arrived=arrived, event_ts=click.ts,
         )
 
-    def failed(self, exc: Exception, key: bytes | None, value: bytes | None, topic: str,
-               partition: int, offset: int) -> Message:
+    def failed(self, exc: Exception, inc: Incoming) -> Message:
         """A click the worker could not process goes to the DLQ rather than vanishing."""
-        return self._reject("processing_error", f"{type(exc).__name__}: {exc}"[:500], key, value,
-                            topic, partition, offset)
+        return self._reject("processing_error", f"{type(exc).__name__}: {exc}"[:500], inc)
 
-    def _reject(self, reason: str, detail: str, key: bytes | None, value: bytes | None,
-                topic: str, partition: int, offset: int) -> Message:
+    def _reject(self, reason: str, detail: str, inc: Incoming) -> Message:
         m.CLICKS.labels(outcome=reason).inc()
-        return Message(self.settings.dlq_topic, key, value,
-                       dlq_headers(reason, detail, topic, partition, offset))
+        return Message(self.settings.dlq_topic, inc.key, inc.value,
+                       dlq_headers(reason, detail, inc.topic, inc.partition, inc.offset))
 
     def _closed(self, closed: Closed) -> Message:
         m.SESSIONS_CLOSED.labels(reason=closed.reason).inc()

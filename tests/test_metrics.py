@@ -18,7 +18,7 @@ from models.engine import Engine
 from models.recommender import Recommender
 from streams import metrics as m
 from streams.codec import REASONS
-from streams.handler import ClickHandler, Message
+from streams.handler import ClickHandler, Incoming, Message
 from streams.quality import OnlineQuality
 from streams.settings import Settings
 
@@ -100,7 +100,7 @@ def test_click_outcomes_count_each_message_once() -> None:
     want["accepted"] += 1
     d.click("v4", "i1", BASE + 100, event_id="old")
     want["late"] += 1
-    d.h.failed(RuntimeError("boom"), b"v1", b"{}", "clicks", 0, 99)
+    d.h.failed(RuntimeError("boom"), Incoming(b"v1", b"{}", "clicks", 0, 99))
     want["processing_error"] += 1
     for outcome in outcomes:
         assert deltas("sessionrec_clicks_total", {"outcome": outcome}) == want[outcome], outcome
@@ -206,6 +206,37 @@ def test_online_hit_rate_and_mrr_equal_a_hand_count() -> None:
         assert sample("sessionrec_online_hit_rate", {"k": str(k)}) == pytest.approx(want_hr)
         assert sample("sessionrec_online_mrr", {"k": str(k)}) == pytest.approx(want_mrr)
     assert sample("sessionrec_online_window_lists") == len(ranks)
+
+
+def test_a_batch_answers_in_click_order_and_judges_each_list_once() -> None:
+    """Clicks handled in batches (several of one visitor in one batch, a bad one among
+    them): one message per click in input order, and the online gauges count exactly the
+    lists the visitors were shown, as when handled one at a time."""
+    h = make_handler()
+    deltas = Deltas(("sessionrec_online_judged_total", None))
+    stream = sequential_stream(random.Random(2), 12, 4, 8)
+    batch = [Incoming(v.encode(), json.dumps({"visitor_id": v, "item_id": item, "ts": ts,
+                                               "event_id": f"e{n}"}).encode(), "clicks", 0, n,
+                      arrived=ts + 0.5) for n, (v, item, ts) in enumerate(stream)]
+    batch.insert(5, Incoming(b"bad", b"{not json", "clicks", 0, 10_000))
+    out: list[Message] = []
+    table: dict[bytes, dict[str, Any]] = {}
+    for lo in range(0, len(batch), 7):
+        out += h.handle_many(table, batch[lo : lo + 7], clock=float(lo))
+    dlq = [msg for msg in out if msg.topic == "clicks-dlq"]
+    assert len(dlq) == 1 and dlq[0].value == b"{not json"
+    answered = recs(out)
+    assert [r["event_id"] for r in answered] == [f"e{n}" for n in range(len(stream))]
+    last: dict[str, tuple[str, list[str]]] = {}
+    ranks: list[int | None] = []
+    for r, (v, item, _) in zip(answered, stream, strict=True):
+        shown = last.get(v)
+        if shown is not None and shown[0] == r["session_id"]:
+            ranks.append(shown[1].index(item) + 1 if item in shown[1] else None)
+        last[v] = (r["session_id"], [x["item_id"] for x in r["items"]])
+    assert deltas("sessionrec_online_judged_total") == len(ranks) > 20
+    want_hr = sum(1 for r in ranks if r is not None and r <= 20) / len(ranks)
+    assert sample("sessionrec_online_hit_rate", {"k": "20"}) == pytest.approx(want_hr)
 
 
 def test_recommendations_by_source_and_model_gauges() -> None:
