@@ -287,7 +287,12 @@ class ItemVectors:
         return float(loss)
 
     def touch(self, rows: IntArray) -> None:
-        """Report ``rows`` as changed at the next ``take_dirty`` (after a direct table write)."""
+        """Report ``rows`` as changed (after a direct table write): to the index at the next
+        ``take_dirty``, and to the other copies at the next ``share``."""
+        self._changed[np.asarray(rows, dtype=np.int64)] = 1
+        self._mark_for_index(rows)
+
+    def _mark_for_index(self, rows: IntArray) -> None:
         for r in np.unique(np.asarray(rows, dtype=np.int64)).tolist():
             if not self._dirty_mask[r]:
                 self._dirty_mask[r] = 1
@@ -358,7 +363,7 @@ class ItemVectors:
             np.add.at(table, rows, d)  # add.at: a repeated id adds twice, like two deltas
         self.vocab.counts[rows] = np.maximum(self.vocab.counts[rows], 0.0)
         self.sampler.observe(self.vocab.counts, len(self), max(1, int(counts.sum())))
-        self.touch(rows)
+        self._mark_for_index(rows)  # not news to share: it came from the others
         self.version += 1
         return rows
 
@@ -418,7 +423,7 @@ class ItemVectors:
         # The negatives table as it was (rebuilt on its own schedule), for an exact continuation.
         self.sampler._cum, self.sampler._guide = state["sampler_cum"].copy(), state["sampler_guide"].copy()
         self.sampler._since, self.sampler._n_at_build = (int(x) for x in state["sampler_meta"])
-        self.touch(np.arange(n))
+        self._mark_for_index(np.arange(n))
         if self._base is not None:
             if "shared_in" in state:
                 # Go on from what was shared: learning this copy had not shared yet is dropped

@@ -35,6 +35,10 @@ def bench_recovery(sizes: tuple[int, ...] = (100_000, 1_000_000), clicks: int = 
         for c in synthetic_stream(clicks, items=items, seed=settings.seed):
             model.learn(c.item_id, ())  # counts and vocabulary; vectors as preloaded
         model.refresh()
+        if config.item2vec.shared:
+            # As a worker has done within its last share interval: a restore goes on from what
+            # was shared (ItemVectors.restore), so an unshared model would come back empty.
+            model.share(settings.share_min_drift)
         directory = Path(tempfile.mkdtemp(prefix="sessionrec-recovery-"))
         try:
             t0 = time.perf_counter()

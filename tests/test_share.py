@@ -139,3 +139,15 @@ def test_restoring_a_shared_snapshot_drops_only_what_was_not_shared() -> None:
     fresh = ItemVectors(CFG)
     fresh.restore(solo.state())
     assert set(fresh.share().ids) == set(solo.vocab.ids)
+
+
+def test_a_direct_table_write_reported_by_touch_is_shared() -> None:
+    vec = ItemVectors(CFG)
+    learn(vec, ["a", "b"])
+    vec.share()
+    row = vec.row("a")
+    assert row is not None
+    vec.w_out[row] += 1.0
+    vec.touch(np.array([row]))
+    delta = vec.share(min_drift=0.01)
+    assert delta.ids == ["a"] and np.allclose(delta.d_out, 1.0)
