@@ -26,14 +26,36 @@ def _worse(d1: float, r1: int, d2: float, r2: int) -> bool:
     return d1 > d2 or (d1 == d2 and r1 > r2)
 
 
+@_compiled(inline="always")
+def _sift_down(hdb: np.ndarray, hrb: np.ndarray, size: int, d: float, r: int) -> None:
+    """Put (``d``, ``r``) at the root of the max-heap ``hdb[:size]``/``hrb[:size]`` and move
+    it down to its place (the root's old pair is dropped). Inlined by numba, so the callers
+    pay no call (nor reference counting on the arrays) for it."""
+    i = 0
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and _worse(hdb[child + 1], hrb[child + 1], hdb[child], hrb[child]):
+            child += 1
+        if not _worse(hdb[child], hrb[child], d, r):
+            break
+        hdb[i] = hdb[child]
+        hrb[i] = hrb[child]
+        i = child
+    hdb[i] = d
+    hrb[i] = r
+
+
 @_compiled()
 def offer(dists: np.ndarray, rows: np.ndarray, hd: np.ndarray, hr: np.ndarray, hn: np.ndarray) -> None:
     """Offer (``dists[b, j]``, ``rows[b, j]``) to heap ``b`` for every ``j`` (rows < 0 are
     skipped; a single row of ``rows`` serves every query). Heap ``b`` is the max-heap
     ``hd[b, :hn[b]]``/``hr[b, :hn[b]]``, capacity ``hd.shape[1]``, worst at the root.
 
-    The heap code is written out here rather than called: a compiled call that takes arrays
-    pays reference counting on them, which measured ten times the heap work itself."""
+    The sift-up is written out and the sift-down inlined (``_sift_down``): a compiled call
+    that takes arrays pays reference counting on them, which measured ten times the heap
+    work itself."""
     k = hd.shape[1]
     shared = rows.shape[0] == 1
     for b in range(dists.shape[0]):
@@ -60,20 +82,7 @@ def offer(dists: np.ndarray, rows: np.ndarray, hd: np.ndarray, hr: np.ndarray, h
                 hdb[i] = d
                 hrb[i] = r
             elif k > 0 and _worse(hdb[0], hrb[0], d, r):  # better than the worst: replace it
-                i = 0
-                while True:
-                    child = 2 * i + 1
-                    if child >= k:
-                        break
-                    if child + 1 < k and _worse(hdb[child + 1], hrb[child + 1], hdb[child], hrb[child]):
-                        child += 1
-                    if not _worse(hdb[child], hrb[child], d, r):
-                        break
-                    hdb[i] = hdb[child]
-                    hrb[i] = hrb[child]
-                    i = child
-                hdb[i] = d
-                hrb[i] = r
+                _sift_down(hdb, hrb, k, d, r)
         hn[b] = n
 
 
@@ -86,20 +95,7 @@ def sorted_heaps(hd: np.ndarray, hr: np.ndarray, hn: np.ndarray) -> None:
         for end in range(hn[b] - 1, 0, -1):
             d, r = hdb[end], hrb[end]
             hdb[end], hrb[end] = hdb[0], hrb[0]
-            i = 0
-            while True:
-                child = 2 * i + 1
-                if child >= end:
-                    break
-                if child + 1 < end and _worse(hdb[child + 1], hrb[child + 1], hdb[child], hrb[child]):
-                    child += 1
-                if not _worse(hdb[child], hrb[child], d, r):
-                    break
-                hdb[i] = hdb[child]
-                hrb[i] = hrb[child]
-                i = child
-            hdb[i] = d
-            hrb[i] = r
+            _sift_down(hdb, hrb, end, d, r)
 
 
 @_compiled()
