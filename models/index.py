@@ -74,17 +74,27 @@ class IndexConfig:
 class _Graph:
     """One hnswlib graph with its label <-> row maps (labels are never reused)."""
 
-    def __init__(self, dim: int, config: IndexConfig, capacity: int, radius: float) -> None:
+    def __init__(self, dim: int, config: IndexConfig, capacity: int, radius: float,
+                 saved: npt.NDArray[np.uint8] | None = None) -> None:
         lifted = config.space == "mips"
         self.radius = radius
         """Every vector written here is lifted to this norm (``mips``)."""
         self.hnsw = hnswlib.Index(space="l2" if lifted else config.space, dim=dim + lifted)
-        self.hnsw.init_index(
-            max_elements=capacity,
-            ef_construction=config.ef_construction,
-            M=config.m,
-            random_seed=config.seed,
-        )
+        if saved is None:
+            self.hnsw.init_index(
+                max_elements=capacity,
+                ef_construction=config.ef_construction,
+                M=config.m,
+                random_seed=config.seed,
+            )
+        else:  # hnswlib reads its own file back (``save_index``), deleted marks included
+            fd, path = tempfile.mkstemp(prefix="sessionrec-hnsw-")
+            os.close(fd)
+            try:
+                saved.tofile(path)
+                self.hnsw.load_index(path, max_elements=capacity)
+            finally:
+                os.unlink(path)
         self.hnsw.set_ef(config.ef)
         self.hnsw.set_num_threads(1)
         self.row_of_label = np.full(capacity, -1, dtype=np.int64)
@@ -118,28 +128,14 @@ class _Graph:
 
     @classmethod
     def load(cls, dim: int, config: IndexConfig, state: dict[str, npt.NDArray[Any]], prefix: str) -> _Graph:
-        """A graph from ``state``: hnswlib reads its own file back, deleted marks included."""
+        """The graph ``state(prefix)`` saved."""
         n, deleted, live, cap = (int(x) for x in state[prefix + "meta"])
-        g = cls.__new__(cls)
-        g.radius = float(state[prefix + "radius"][0])
-        lifted = config.space == "mips"
-        g.hnsw = hnswlib.Index(space="l2" if lifted else config.space, dim=dim + lifted)
-        fd, path = tempfile.mkstemp(prefix="sessionrec-hnsw-")
-        os.close(fd)
-        try:
-            state[prefix + "graph"].tofile(path)
-            g.hnsw.load_index(path, max_elements=cap)
-        finally:
-            os.unlink(path)
-        g.hnsw.set_ef(config.ef)
-        g.hnsw.set_num_threads(1)
-        g.row_of_label = np.full(cap, -1, dtype=np.int64)
+        g = cls(dim, config, cap, float(state[prefix + "radius"][0]), saved=state[prefix + "graph"])
         g.row_of_label[:n] = state[prefix + "rows"]
-        g.exact_limit = config.exact_below
-        g.vecs = None
-        if prefix + "vecs" in state:
-            g.vecs = np.zeros((max(config.exact_below, n, 1), dim), dtype=np.float32)
-            g.vecs[:n] = state[prefix + "vecs"]
+        if g.vecs is not None and prefix + "vecs" in state:
+            g.vecs[:n] = state[prefix + "vecs"]  # n <= exact_below while the copy is kept
+        else:
+            g.vecs = None
         g.next_label, g.deleted, g.live = n, deleted, live
         return g
 
@@ -264,12 +260,11 @@ class VectorIndex:
     def state(self) -> dict[str, npt.NDArray[Any]]:
         """The index as plain arrays (each band's graph serialised by hnswlib), taken under
         the lock: a restart loads it instead of inserting every vector again."""
-        c = self.config
         with self._lock:
-            n = int(np.flatnonzero(self._label >= 0).max()) + 1 if (self._label >= 0).any() else 0
+            indexed = np.flatnonzero(self._label >= 0)
+            n = int(indexed[-1]) + 1 if indexed.size else 0
             out: dict[str, npt.NDArray[Any]] = {
-                "index_config": np.array([self.dim, c.m, c.band_ratio, c.band_floor, c.exact_below,
-                                          ("ip", "mips", "cosine").index(c.space)], dtype=np.float64),
+                "index_config": _settings_key(self.dim, self.config),
                 "index_bands": np.array(sorted(self._graphs), dtype=np.int64),
                 "index_indexed": self._indexed[:n].copy(), "index_label": self._label[:n].copy(),
                 "index_band": self._band[:n].copy(),
@@ -282,10 +277,8 @@ class VectorIndex:
     def restore(cls, dim: int, config: IndexConfig, state: dict[str, npt.NDArray[Any]]) -> VectorIndex | None:
         """The index saved by ``state``; None when it was built with other settings (the
         caller then builds a new one from the vectors)."""
-        c = config
-        want = np.array([dim, c.m, c.band_ratio, c.band_floor, c.exact_below,
-                         ("ip", "mips", "cosine").index(c.space)], dtype=np.float64)
-        if "index_config" not in state or not np.array_equal(state["index_config"], want):
+        if "index_config" not in state or not np.array_equal(state["index_config"],
+                                                             _settings_key(dim, config)):
             return None
         index = cls(dim, config)
         n = len(state["index_label"])
@@ -493,6 +486,12 @@ class VectorIndex:
             self._lock.release()
         topk.sorted_heaps(hd, hr, hn)
         return [(hr[b, : hn[b]], hd[b, : hn[b]]) for b in range(nq)]
+
+
+def _settings_key(dim: int, c: IndexConfig) -> npt.NDArray[np.float64]:
+    """The settings a saved index must share with the one loading it."""
+    return np.array([dim, c.m, c.band_ratio, c.band_floor, c.exact_below,
+                     ("ip", "mips", "cosine").index(c.space)], dtype=np.float64)
 
 
 def exact_top_k(table: FloatArray, q: FloatArray, k: int) -> tuple[IntArray, npt.NDArray[np.float32]]:
