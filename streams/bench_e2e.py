@@ -198,7 +198,7 @@ def bench_scale(train_path: str, test_path: str, workers: tuple[int, ...] = (1, 
                 last = now
                 d = orjson.loads(rec.value)
                 lists[d["event_id"]] = [i["item_id"] for i in d["items"]]
-            merged = sum(_metric(w.metrics(), 'sessionrec_model_delta_items_total{direction="merged"}')
+            merged = sum(w.metric('sessionrec_model_delta_items_total{direction="merged"}')
                          for w in procs)
         scores = Scores((k,))
         for rows in by_session.values():
@@ -214,9 +214,3 @@ def bench_scale(train_path: str, test_path: str, workers: tuple[int, ...] = (1, 
         print(orjson.dumps(line).decode(), flush=True)
     return lines
 
-
-def _metric(text: str, sample: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(sample + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0

@@ -65,6 +65,15 @@ class Worker:
     def metrics(self) -> str:
         return http_get(self.url + "/metrics")[1].decode()
 
+    def metric(self, sample: str) -> float:
+        """The value of one sample on ``/metrics`` (``name`` or ``name{label="v"}``); a bare
+        name sums every labelled sample of it. 0 when absent."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith(sample + " ") or ("{" not in sample and line.startswith(sample + "{")):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

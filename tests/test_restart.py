@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from streams import snapshot
-from streams.local import LocalStack, Worker
+from streams.local import LocalStack
 from streams.produce import make_producer
 from streams.watch import read_records
 
@@ -62,13 +62,6 @@ def _ids(f) -> set[str]:  # type: ignore[no-untyped-def]
     return {raw[offsets[i] : offsets[i + 1]].decode() for i in range(len(offsets) - 1)}
 
 
-def _vocabulary(worker: Worker) -> float:
-    for line in worker.metrics().splitlines():
-        if line.startswith("sessionrec_vocabulary_items "):
-            return float(line.split()[1])
-    return 0.0
-
-
 def test_the_model_survives_a_sigkill(stack: LocalStack) -> None:
     """Killed without warning, a worker restarted on its state directory goes on from the
     model's snapshot: it knows the items before it has seen a click again."""
@@ -99,5 +92,5 @@ def test_the_model_survives_a_sigkill(stack: LocalStack) -> None:
 
     second = stack.start_worker("snap", extra_env=env)  # same state directory
     second.wait_ready(180)
-    assert _vocabulary(second) >= len(ids), second.log_tail()
+    assert second.metric("sessionrec_vocabulary_items") >= len(ids), second.log_tail()
     producer.close()

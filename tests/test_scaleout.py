@@ -10,21 +10,12 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from streams.local import LocalStack, Worker
+from streams.local import LocalStack
 from streams.produce import make_producer
 from streams.watch import read_records
 
 pytestmark = pytest.mark.broker
 ENV = {"SESSIONREC_SHARE_INTERVAL_S": "0.5", "SESSIONREC_SNAPSHOT_INTERVAL_S": "1"}
-
-
-def metric(worker: Worker, name: str) -> float:
-    """Sum of a metric's samples (all label values) on the worker's /metrics."""
-    total = 0.0
-    for line in worker.metrics().splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -77,20 +68,20 @@ def test_a_newcomer_gets_the_model_and_both_learn_one_model(stack: LocalStack) -
     first.wait_ready(180)
     old = [f"old{i}" for i in range(20)]
     send_and_answer(stack, producer, clicks("n", 30, 4, old, time.time() - 3600))
-    wait_for(lambda: metric(first, "sessionrec_model_delta_items_total") >= 20, 30, "first's deltas")
+    wait_for(lambda: first.metric("sessionrec_model_delta_items_total") >= 20, 30, "first's deltas")
 
     second = stack.start_worker("share-b", extra_env=ENV)
     second.wait_ready(180)
     # Ready means caught up: the newcomer knows every item before it serves a click.
-    assert metric(second, "sessionrec_vocabulary_items") == 20, second.log_tail()
+    assert second.metric("sessionrec_vocabulary_items") == 20, second.log_tail()
     first.wait_ready(180)
 
     new = [f"new{i}" for i in range(30)]
     send_and_answer(stack, producer, clicks("m", 40, 3, new, time.time() - 1800))
     # Each worker saw only its partitions' clicks, and both know every item.
     for w in (first, second):
-        wait_for(lambda w=w: metric(w, "sessionrec_vocabulary_items") == 50, 30, "all 50 items")
-        assert metric(w, 'sessionrec_model_deltas_total{outcome="merged"}') > 0
+        wait_for(lambda w=w: w.metric("sessionrec_vocabulary_items") == 50, 30, "all 50 items")
+        assert w.metric('sessionrec_model_deltas_total{outcome="merged"}') > 0
     producer.close()
     for w in (first, second):  # the next test's group is its own two workers
         stack.stop_worker(w)
@@ -109,7 +100,7 @@ def test_a_sigkill_mid_stream_loses_no_click_and_no_session(stack: LocalStack) -
     rounds = clicks("v", 60, 12, items, time.time() - 3600)
     send_and_answer(stack, producer, rounds[:4])
     wait_for(lambda: (w2.data_dir / "model.npz").exists(), 30, "a snapshot")
-    known = metric(w2, "sessionrec_vocabulary_items")
+    known = w2.metric("sessionrec_vocabulary_items")
 
     os.killpg(w2.proc.pid, signal.SIGKILL)  # mid-stream: the next rounds are on their way
     for batch in rounds[4:8]:
@@ -117,7 +108,7 @@ def test_a_sigkill_mid_stream_loses_no_click_and_no_session(stack: LocalStack) -
     w2.proc.wait(10)
     w2b = stack.start_worker("kill-b", extra_env=ENV)  # same state directory
     w2b.wait_ready(180)
-    assert metric(w2b, "sessionrec_vocabulary_items") >= known  # snapshot + deltas, not zero
+    assert w2b.metric("sessionrec_vocabulary_items") >= known  # snapshot + deltas, not zero
     for batch in rounds[8:]:
         send(producer, batch)
 
@@ -127,7 +118,7 @@ def test_a_sigkill_mid_stream_loses_no_click_and_no_session(stack: LocalStack) -
     repeats = len(mine) - len(want)
     twice = Counter(d["event_id"] for d in mine)
     by_round = Counter(int(e.rsplit("-", 1)[1]) for e, n in twice.items() if n > 1)
-    counted = sum(metric(w, 'sessionrec_clicks_total{outcome="redelivered"}') for w in (w1, w2b))
+    counted = sum(w.metric('sessionrec_clicks_total{outcome="redelivered"}') for w in (w1, w2b))
     print(f"{len(want)} clicks, {repeats} answered twice (rounds {dict(by_round)}), {counted} counted")
     assert 0 <= repeats < len(want) // 2
     # A repeat is a click whose offset was not committed yet. The new owner counts it as
