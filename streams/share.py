@@ -31,6 +31,7 @@ from models.recommender import Recommender
 from streams import metrics as m
 from streams.codec import decode_delta, encode_delta
 from streams.settings import Settings
+from streams.watch import assigned_consumer
 
 log = logging.getLogger("sessionrec")
 MAX_MESSAGE_BYTES = 512 * 1024
@@ -83,28 +84,16 @@ class DeltaReader:
         self._stop.set()
 
     def _consumer(self) -> Any:
-        from kafka import KafkaConsumer, TopicPartition
+        """Every partition assigned, each from its saved offset or the beginning."""
+        from kafka import TopicPartition
 
         s = self.settings
-        consumer = KafkaConsumer(bootstrap_servers=s.broker_address, group_id=None,
-                                 enable_auto_commit=False, **s.kafka_options())
-        while not self._stop.is_set():
-            parts = consumer.partitions_for_topic(s.model_deltas_topic)
-            if parts:
-                break
-            log.warning("waiting for topic %s", s.model_deltas_topic)
-            self._stop.wait(1.0)
-        else:
-            consumer.close()
-            return None
-        tps = [TopicPartition(s.model_deltas_topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        for tp in tps:
-            if tp.partition in self.start_offsets:
-                consumer.seek(tp, self.start_offsets[tp.partition])
-            else:
-                consumer.seek_to_beginning(tp)
-        self.ends = {tp.partition: int(off) for tp, off in consumer.end_offsets(tps).items()}
+        consumer = assigned_consumer(s.broker_address, s.model_deltas_topic, from_beginning=True,
+                                     options=s.kafka_options())
+        for p, offset in self.start_offsets.items():
+            consumer.seek(TopicPartition(s.model_deltas_topic, p), offset)
+        parts = consumer.assignment()
+        self.ends = {tp.partition: int(off) for tp, off in consumer.end_offsets(list(parts)).items()}
         return consumer
 
     def _run(self) -> None:
@@ -112,12 +101,12 @@ class DeltaReader:
         while not self._stop.is_set():
             try:
                 if consumer is None:
-                    consumer = self._consumer()
-                    if consumer is None:
-                        return
+                    consumer = self._consumer()  # TimeoutError while the topic is missing
                 for records in consumer.poll(timeout_ms=200).values():
                     for r in records:
                         self.records.put(Record(r.partition, r.offset, r.timestamp, r.value))
+            except TimeoutError as exc:  # the topic is not there (yet)
+                log.warning("waiting for %s: %s", self.settings.model_deltas_topic, exc)
             except Exception:  # noqa: BLE001 - the broker may be away: reconnect, never die
                 log.exception("reading %s failed; retrying", self.settings.model_deltas_topic)
                 self._stop.wait(1.0)

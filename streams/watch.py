@@ -26,6 +26,7 @@ def assigned_consumer(address: str, topic: str, from_beginning: bool = True,
         time.sleep(0.2)
         parts = consumer.partitions_for_topic(topic)
     if not parts:
+        consumer.close()
         raise TimeoutError(f"topic {topic!r} not found")
     tps = [TopicPartition(topic, p) for p in sorted(parts)]
     consumer.assign(tps)
