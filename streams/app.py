@@ -19,7 +19,7 @@ from models.engine import Engine
 from streams import metrics as m
 from streams import snapshot
 from streams.credentials import faust_credentials
-from streams.handler import ClickHandler, Incoming, Message
+from streams.handler import ClickHandler, Message
 from streams.settings import Settings
 from streams.share import ModelSharing
 
@@ -117,8 +117,8 @@ async def recommend_next(stream: Any) -> None:
     await catch_up_model()
     async for event in stream.events():
         msg = event.message
-        await publish(handler.handle_many(sessions_by_visitor, [
-            Incoming(event.key, event.value, msg.topic, msg.partition, msg.offset, arrival_time(msg))]))
+        await publish(handler.handle(sessions_by_visitor, event.key, event.value, msg.topic,
+                                     msg.partition, msg.offset, arrived=arrival_time(msg)))
 
 
 @app.timer(settings.sweep_interval_s)

@@ -61,7 +61,7 @@ def bench_recovery(sizes: tuple[int, ...] = (100_000, 1_000_000), clicks: int = 
             }
             del back
             if items <= rebuild_up_to:
-                no_index = {k: v for k, v in model.state(index=False).items()}
+                no_index = model.state(index=False)
                 t0 = time.perf_counter()
                 Recommender.restore(no_index, config)
                 line["recovery_rebuilding_index_s"] = round(time.perf_counter() - t0, 3)
