@@ -196,7 +196,7 @@ class Recommender:
         model._top = state["top"].astype(np.int64)
         model.clicks_learned = model._clicks_at_refresh = int(state["clicks_learned"][0])
         dim = model.vectors.config.dim + 1
-        saved = VectorIndex.restore(dim, model.config.index, state) if "index_config" in state else None
+        saved = VectorIndex.restore(dim, model.config.index, state)  # None: not saved, or other settings
         if saved is not None and len(state["index_label"]) <= n:
             model.index = saved  # every row is checked against it: only what moved is rewritten
         model.refresh()
