@@ -96,6 +96,7 @@ class Settings:
     index_compact_ratio: float = 1.0
     index_drift_tol: float = 0.1
     index_writes_per_click: float = 0.0
+    index_bulk_threads: int = 0
     candidates: int = 100
     query_items: int = 5
     recency_decay: float = 0.5
@@ -185,6 +186,7 @@ class Settings:
                 exact_below=self.index_exact_below,
                 compact_ratio=self.index_compact_ratio,
                 drift_tol=self.index_drift_tol,
+                bulk_threads=self.index_bulk_threads,
                 seed=self.seed,
             ),
             refresh_interval_s=self.index_refresh_s,

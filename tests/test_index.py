@@ -62,6 +62,20 @@ def test_recall_when_norms_span_an_order_of_magnitude() -> None:
     assert _recall(index, table, queries) >= 0.95
 
 
+def test_a_bulk_write_on_several_threads_finds_what_exact_search_finds() -> None:
+    """A restore that rebuilds the index writes every vector at once, on several threads;
+    the graph it builds must answer as well as one built an insert at a time."""
+    rng = np.random.default_rng(5)
+    dim, n, topics = 16, 3000, 30
+    centers = rng.normal(size=(topics, dim)).astype(np.float32)
+    table = (centers[rng.integers(0, topics, n)] + 0.4 * rng.normal(size=(n, dim))).astype(np.float32)
+    index = VectorIndex(dim, IndexConfig(exact_below=0, bulk_rows=1000, bulk_threads=2))
+    assert index.refresh(table, np.arange(n)) == n
+    assert len(index) == n and index.inserts == n
+    queries = centers[rng.integers(0, topics, 40)] + 0.5 * rng.normal(size=(40, dim)).astype(np.float32)
+    assert _recall(index, table, queries) >= 0.95
+
+
 def test_a_vector_that_changes_band_is_found_once() -> None:
     """Growing norms move a row to another band's graph; its old element must not answer."""
     index = VectorIndex(4, IndexConfig(band_floor=1.0, band_ratio=2.0, drift_tol=0.0))
