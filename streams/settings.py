@@ -49,6 +49,12 @@ class Settings:
     data_dir: str = "./data"
     log_level: str = "info"
     sweep_interval_s: float = 5.0
+    batch_max: int = 64
+    """Clicks the worker takes at once: each is learned in turn, then one index query
+    answers them all (1: one click at a time)."""
+    batch_wait_s: float = 0.005
+    """How long a batch waits to fill before it is handled as it is: the most a click waits
+    for others when clicks are few."""
     group_session_timeout_s: float = 10.0
     """A worker that stops heartbeating leaves the consumer group after this long, and its
     partitions (with their sessions) move to the others."""
