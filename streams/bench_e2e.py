@@ -1,8 +1,9 @@
 """``sessionrec bench e2e``: clicks/s and click-to-suggestion latency through the real broker.
 
-One broker, one run: the ceiling (a bare Faust pass-through agent) and the worker read the
-same preloaded clicks; then the worker is driven at half its measured maximum while a
-consumer times each suggestion from its click's produce time (same process, same clock).
+One broker, one run: the ceiling (a bare Faust pass-through agent) and the worker, at each
+batch size asked for, read the same preloaded clicks; then each worker is driven at half its
+measured maximum while a consumer times each suggestion from its click's produce time
+(same process, same clock).
 """
 
 from __future__ import annotations
@@ -34,74 +35,87 @@ def _drain_rate(address: str, topic: str, n: int, timeout: float) -> tuple[float
     return ((count - 1) / (last - first) if count > 1 and last > first else 0.0), count
 
 
-def bench_e2e(seconds: float = 20.0, items: int = 5000, clicks: int | None = None) -> list[dict[str, Any]]:
+def bench_e2e(seconds: float = 20.0, items: int = 5000, clicks: int | None = None,
+              batches: tuple[int, ...] = (1, 64)) -> list[dict[str, Any]]:
+    """The pass-through ceiling, then one worker per batch size (``SESSIONREC_BATCH_MAX``),
+    each in its own consumer group over the same preloaded clicks: one line per batch size."""
     workdir = Path(tempfile.mkdtemp(prefix="sessionrec-bench-"))
     n = clicks or int(seconds * 3000)
-    out: dict[str, Any] = {"bench": "e2e", "clicks": n}
+    lines: list[dict[str, Any]] = []
     with LocalStack(workdir) as stack:
         producer = make_producer(stack.address)
         t0 = time.monotonic()
         for c in synthetic_clicks(n, items, seed=2):
             producer.send("clicks", key=c.visitor_id.encode(), value=c.to_json())
         producer.flush()
-        out["producer_clicks_per_s"] = round(n / (time.monotonic() - t0), 1)
-
+        common: dict[str, Any] = {"bench": "e2e", "clicks": n,
+                                  "producer_clicks_per_s": round(n / (time.monotonic() - t0), 1)}
         passthrough = stack.start_worker("passthrough", app="streams.passthrough")
         passthrough.wait_ready(180)
-        rate, got = _drain_rate(stack.address, "passthrough-out", n, timeout=seconds * 20 + 120)
-        out["passthrough_clicks_per_s"] = round(rate, 1)
+        ceiling, _ = _drain_rate(stack.address, "passthrough-out", n, timeout=seconds * 20 + 120)
+        common["passthrough_clicks_per_s"] = round(ceiling, 1)
         stack.stop_worker(passthrough)
-
-        worker = stack.start_worker("worker")
-        worker.wait_ready(180)
-        rate, got = _drain_rate(stack.address, "recommendations", n, timeout=seconds * 40 + 120)
-        out["clicks_per_s"] = round(rate, 1)
-        out["answered"] = got
-        if out["passthrough_clicks_per_s"]:
-            out["ratio_vs_passthrough"] = round(rate / out["passthrough_clicks_per_s"], 3)
-
-        # Latency at half the measured maximum, as a live stream (event time = now).
-        target = max(50.0, rate / 2)
-        m = int(target * seconds)
-        sent_at: dict[str, float] = {}
-        latencies: list[float] = []
-        done = threading.Event()
-
-        def consume() -> None:
-            for rec in read_records(stack.address, "recommendations", from_beginning=False,
-                                    until=lambda c: done.is_set() and len(latencies) >= m,
-                                    timeout=seconds + 60, idle=None):
-                arrived = time.monotonic()
-                eid = orjson.loads(rec.value)["event_id"]
-                if eid in sent_at:
-                    latencies.append(arrived - sent_at[eid])
-
-        reader = threading.Thread(target=consume, daemon=True)
-        reader.start()
-        time.sleep(2.0)  # let the reader's assignment settle at the end of the topic
-        start = time.monotonic()
-        for i, c in enumerate(synthetic_clicks(m, items, seed=3)):
-            due = start + i / target
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            eid = f"lat-{i}"
-            sent_at[eid] = time.monotonic()
-            producer.send("clicks", key=c.visitor_id.encode(),
-                          value=orjson.dumps({"visitor_id": c.visitor_id, "item_id": c.item_id,
-                                              "ts": time.time(), "event_id": eid}))
-        producer.flush()
-        done.set()
-        reader.join(timeout=seconds + 90)
+        for batch in batches:
+            out = {**common, "batch": batch}
+            topic = f"recommendations-b{batch}"
+            worker = stack.start_worker(f"worker-b{batch}", extra_env={
+                "SESSIONREC_BATCH_MAX": str(batch), "SESSIONREC_APP_ID": f"sessionrec-b{batch}",
+                "SESSIONREC_RECOMMENDATIONS_TOPIC": topic})
+            worker.wait_ready(180)
+            rate, got = _drain_rate(stack.address, topic, n, timeout=seconds * 40 + 120)
+            out["clicks_per_s"] = round(rate, 1)
+            out["answered"] = got
+            if ceiling:
+                out["ratio_vs_passthrough"] = round(rate / ceiling, 3)
+            out.update(_latency_at(stack.address, topic, producer, max(50.0, rate / 2), seconds, items))
+            stack.stop_worker(worker)
+            lines.append(out)
         producer.close()
-        lat = np.asarray(latencies) * 1e3
-        out["latency_rate_clicks_per_s"] = round(target, 1)
-        out["latency_samples"] = int(lat.size)
-        if lat.size:
-            out["p50_ms"] = round(float(np.percentile(lat, 50)), 2)
-            out["p99_ms"] = round(float(np.percentile(lat, 99)), 2)
-            out["p999_ms"] = round(float(np.percentile(lat, 99.9)), 2)
-    return [out]
+    return lines
+
+
+def _latency_at(address: str, topic: str, producer: Any, target: float, seconds: float,
+                items: int) -> dict[str, Any]:
+    """Clicks produced at ``target``/s as a live stream (event time = now); each suggestion
+    timed from its click's produce time to its arrival here (same process, same clock)."""
+    m = int(target * seconds)
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def consume() -> None:
+        for rec in read_records(address, topic, from_beginning=False,
+                                until=lambda c: done.is_set() and len(latencies) >= m,
+                                timeout=seconds + 60, idle=None):
+            arrived = time.monotonic()
+            eid = orjson.loads(rec.value)["event_id"]
+            if eid in sent_at:
+                latencies.append(arrived - sent_at[eid])
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    time.sleep(2.0)  # let the reader's assignment settle at the end of the topic
+    start = time.monotonic()
+    tag = topic.rsplit("-", 1)[-1]
+    for i, c in enumerate(synthetic_clicks(m, items, seed=3)):
+        due = start + i / target
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        eid = f"lat-{tag}-{i}"
+        sent_at[eid] = time.monotonic()
+        producer.send("clicks", key=c.visitor_id.encode(),
+                      value=orjson.dumps({"visitor_id": c.visitor_id, "item_id": c.item_id,
+                                          "ts": time.time(), "event_id": eid}))
+    producer.flush()
+    done.set()
+    reader.join(timeout=seconds + 90)
+    lat = np.asarray(latencies) * 1e3
+    out: dict[str, Any] = {"latency_rate_clicks_per_s": round(target, 1), "latency_samples": int(lat.size)}
+    if lat.size:
+        for name, q in (("p50_ms", 50), ("p99_ms", 99), ("p999_ms", 99.9)):
+            out[name] = round(float(np.percentile(lat, q)), 2)
+    return out
 
 
 def produce_replay(address: str, train: list[Any], test: list[Any]) -> None:

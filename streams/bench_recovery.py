@@ -23,7 +23,7 @@ from streams.synthetic import synthetic_stream
 
 
 def bench_recovery(sizes: tuple[int, ...] = (100_000, 1_000_000), clicks: int = 20_000,
-                   rebuild_up_to: int = 100_000) -> list[dict[str, Any]]:
+                   rebuild_up_to: int = 1_000_000) -> list[dict[str, Any]]:
     settings = Settings.from_env()
     config = settings.recommender_config()
     out: list[dict[str, Any]] = []

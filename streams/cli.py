@@ -180,7 +180,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print_lines(bench_core(args.path, args.clicks, args.items, args.dim, seed=args.seed,
                                gensim=args.gensim,
                                curve=(10_000, 100_000, 1_000_000) if args.curve else None,
-                               batches=args.batch))
+                               batches=args.batch or (1,)))
         return 0
     if args.kind == "kafka-replay":
         from streams.bench_e2e import bench_replay
@@ -211,7 +211,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     from streams.bench_e2e import bench_e2e
 
-    print_lines(bench_e2e(seconds=args.seconds, items=args.items))
+    print_lines(bench_e2e(seconds=args.seconds, items=args.items,
+                          batches=args.batch or (1, 64)))
     return 0
 
 
@@ -268,9 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--seed", type=int, default=0)
     bn.add_argument("--seconds", type=float, default=20.0, help="e2e: seconds per phase")
     bn.add_argument("--gensim", action=argparse.BooleanOptionalAction, default=True)
-    bn.add_argument("--batch", type=_batches, default=(1,), metavar="B[,B...]",
-                    help="core: clicks learned before one batched recommend (1: per click); "
-                    "several: one line each, same stream, same process")
+    bn.add_argument("--batch", type=_batches, default=None, metavar="B[,B...]",
+                    help="core: clicks learned before one batched recommend (1: per click; "
+                    "default 1); e2e: the worker's SESSIONREC_BATCH_MAX (default 1,64); "
+                    "several: one line each, same run")
     bn.add_argument("--curve", action="store_true",
                     help="core: one JSON line per catalogue size 10k/100k/1M (catalogue preloaded)")
     bn.set_defaults(func=_cmd_bench)
