@@ -44,6 +44,11 @@ class OnlineQuality:
         self.ks = ks
         self.window = window
         self._ranks: deque[int | None] = deque(maxlen=window)
+        self._hits = dict.fromkeys(ks, 0)
+        self._rr = dict.fromkeys(ks, 0.0)
+        """Per k, over the window: lists whose top k held the click, and the sum of 1/rank.
+        Kept as the window moves (the gauges are set on every click), summed again from the
+        window once per ``window`` judgements so float error cannot build up."""
         self._last: dict[str, tuple[str, list[str]]] = {}
         self._adwin = ADWIN(delta=adwin_delta)
         self.judged = 0
@@ -65,7 +70,7 @@ class OnlineQuality:
             return None
         items = last[1]
         rank = items.index(item_id) + 1 if item_id in items else None
-        self._ranks.append(rank)
+        self._window_add(rank)
         self.judged += 1
         k = max(self.ks)
         hit = 1.0 if rank is not None and rank <= k else 0.0
@@ -82,6 +87,24 @@ class OnlineQuality:
                         d.before, d.after, d.after - d.before, dropped, int(n1))
         return rank
 
+    def _window_add(self, rank: int | None) -> None:
+        if len(self._ranks) == self.window:
+            self._count(self._ranks[0], -1)
+        self._ranks.append(rank)
+        self._count(rank, 1)
+        if self.judged % self.window == 0:
+            for k in self.ks:
+                self._hits[k] = sum(1 for r in self._ranks if r is not None and r <= k)
+                self._rr[k] = sum(1.0 / r for r in self._ranks if r is not None and r <= k)
+
+    def _count(self, rank: int | None, sign: int) -> None:
+        if rank is None:
+            return
+        for k in self.ks:
+            if rank <= k:
+                self._hits[k] += sign
+                self._rr[k] += sign / rank
+
     def forget(self, visitor_id: str) -> None:
         """The visitor's session closed: its last list can no longer be judged."""
         self._last.pop(visitor_id, None)
@@ -95,11 +118,11 @@ class OnlineQuality:
         """Share of judged lists in the window whose top ``k`` held the next click."""
         if not self._ranks:
             return 0.0
-        return sum(1 for r in self._ranks if r is not None and r <= k) / len(self._ranks)
+        return self._hits[k] / len(self._ranks)
 
     def mrr(self, k: int) -> float:
         """Mean of 1/rank over judged lists in the window (0 when the click was not in the
         top ``k``)."""
         if not self._ranks:
             return 0.0
-        return sum(1.0 / r for r in self._ranks if r is not None and r <= k) / len(self._ranks)
+        return max(0.0, self._rr[k]) / len(self._ranks)

@@ -6,6 +6,8 @@ import logging
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.quality import OnlineQuality
 
@@ -64,6 +66,20 @@ def test_window_rolls() -> None:
     assert q.judged == 6
     assert q.window_size == 4
     assert q.hit_rate(1) == 1.0  # the two misses rolled out
+
+
+@given(st.integers(1, 6), st.lists(st.one_of(st.none(), st.integers(1, 5)), max_size=40))
+def test_rolling_values_equal_a_recount_of_the_window(window: int, ranks: list[int | None]) -> None:
+    """The sums kept as the window moves must equal counting the last ``window`` ranks."""
+    q = OnlineQuality(ks=(1, 3), window=window)
+    items = ["a", "b", "c", "d", "e"]
+    for i, rank in enumerate(ranks):
+        q.served("v", "s", items)
+        q.clicked("v", "s", items[rank - 1] if rank is not None else f"miss{i}")
+        last = ranks[max(0, i + 1 - window) : i + 1]
+        for k in (1, 3):
+            assert q.hit_rate(k) == pytest.approx(sum(r is not None and r <= k for r in last) / len(last))
+            assert q.mrr(k) == pytest.approx(sum(1 / r for r in last if r is not None and r <= k) / len(last))
 
 
 def test_empty_window_reads_zero() -> None:
