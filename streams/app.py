@@ -23,12 +23,14 @@ from streams.credentials import faust_credentials
 from streams.handler import ClickHandler, Incoming, Message
 from streams.settings import Settings
 from streams.share import ModelSharing
+from streams.transport import consumer_urls
 
 log = logging.getLogger("sessionrec")
 settings = Settings.from_env()
 app = faust.App(
     settings.app_id,
     broker=settings.broker,
+    broker_consumer=consumer_urls(settings.broker, settings.fetch_max_wait_ms),
     broker_credentials=faust_credentials(settings),
     store="memory://",
     datadir=settings.data_dir,

@@ -18,8 +18,11 @@ def assigned_consumer(address: str, topic: str, from_beginning: bool = True,
                       options: dict[str, Any] | None = None) -> Any:
     from kafka import KafkaConsumer, TopicPartition
 
+    # A short fetch wait: the local broker holds an empty fetch for most of it (500 ms by
+    # default) even when data arrives meanwhile, and readers here watch live topics.
     consumer = KafkaConsumer(bootstrap_servers=address, enable_auto_commit=False,
-                             group_id=None, consumer_timeout_ms=500, **(options or {}))
+                             group_id=None, consumer_timeout_ms=500, fetch_max_wait_ms=100,
+                             **(options or {}))
     deadline = time.monotonic() + 30
     parts = consumer.partitions_for_topic(topic)
     while not parts and time.monotonic() < deadline:

@@ -1,0 +1,25 @@
+"""The worker's Kafka consumer gets the configured fetch wait, not Faust's fixed 1,500 ms."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import faust
+
+from streams.transport import ConsumerThread, consumer_urls
+
+
+def test_the_consumer_faust_builds_waits_as_configured(tmp_path: Path) -> None:
+    urls = consumer_urls("kafka://127.0.0.1:1;kafka://127.0.0.2:2", 77)
+    assert urls == "sessionrec-kafka://127.0.0.1:1;sessionrec-kafka://127.0.0.2:2"
+
+    async def build() -> int:
+        app = faust.App("transport-test", broker="kafka://127.0.0.1:1", broker_consumer=urls,
+                        store="memory://", datadir=str(tmp_path))
+        thread = app.consumer._thread  # what Faust's consumer delegates to
+        assert isinstance(thread, ConsumerThread)
+        consumer = thread._create_worker_consumer(app.consumer.transport)  # builds, no connect
+        return int(consumer._fetch_max_wait_ms)
+
+    assert asyncio.run(build()) == 77
