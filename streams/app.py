@@ -166,7 +166,7 @@ async def close_idle_sessions() -> None:
     active = {tp.partition for tp in app.consumer.assignment()
               if tp.topic == settings.clicks_topic}
     deletes, messages = handler.sweep(sessions, active=active)
-    for key, _ in deletes:
+    for key in deletes:  # SessionsTable sends each delete to the session's own partition
         sessions.pop(key, None)
     await publish(messages)
     handler.recount_live(sessions, active)

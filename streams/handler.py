@@ -225,13 +225,13 @@ class ClickHandler:
 
     def sweep(
         self, table: Table, now_wall: float | None = None, active: set[int] | None = None
-    ) -> tuple[list[tuple[bytes, int]], list[Message]]:
-        """Close idle sessions. Returns (keys to delete with their partition, messages).
+    ) -> tuple[list[bytes], list[Message]]:
+        """Close idle sessions. Returns (keys to delete, messages).
 
         ``active``: the input partitions this worker owns; the table may also hold standby
         copies of other workers' partitions, which are theirs to close."""
         now = time.time() if now_wall is None else now_wall
-        deletes: list[tuple[bytes, int]] = []
+        deletes: list[bytes] = []
         out: list[Message] = []
         for key, raw in list(table.items()):
             if raw is None:
@@ -246,7 +246,7 @@ class ClickHandler:
                 out.append(self._closed(c))
                 self.quality.forget(c.visitor_id)
             if new_state is None:
-                deletes.append((key, partition))
+                deletes.append(key)
         return deletes, out
 
     def recount_live(self, table: Table, active: set[int] | None = None) -> int:
