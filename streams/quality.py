@@ -93,9 +93,9 @@ class OnlineQuality:
         self._ranks.append(rank)
         self._count(rank, 1)
         if self.judged % self.window == 0:
-            for k in self.ks:
-                self._hits[k] = sum(1 for r in self._ranks if r is not None and r <= k)
-                self._rr[k] = sum(1.0 / r for r in self._ranks if r is not None and r <= k)
+            self._hits, self._rr = dict.fromkeys(self.ks, 0), dict.fromkeys(self.ks, 0.0)
+            for r in self._ranks:
+                self._count(r, 1)
 
     def _count(self, rank: int | None, sign: int) -> None:
         if rank is None:
