@@ -50,8 +50,9 @@ class Settings:
     log_level: str = "info"
     sweep_interval_s: float = 5.0
     fetch_max_wait_ms: int = 100
-    """The longest the broker may hold the worker's fetch of new clicks (Faust fixes 1,500 ms;
-    Apache Kafka answers as soon as data arrives, the local broker does not)."""
+    """The longest the broker may hold the worker's fetches of new clicks and model deltas
+    (Faust fixes 1,500 ms; Apache Kafka answers as soon as data arrives, the local broker
+    does not)."""
     batch_max: int = 64
     """Clicks the worker takes at once: each is learned in turn, then one index query
     answers them all (1: one click at a time)."""

@@ -89,7 +89,7 @@ class DeltaReader:
 
         s = self.settings
         consumer = assigned_consumer(s.broker_address, s.model_deltas_topic, from_beginning=True,
-                                     options=s.kafka_options())
+                                     options={**s.kafka_options(), "fetch_max_wait_ms": s.fetch_max_wait_ms})
         for p, offset in self.start_offsets.items():
             consumer.seek(TopicPartition(s.model_deltas_topic, p), offset)
         parts = consumer.assignment()
