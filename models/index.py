@@ -2,10 +2,10 @@
 
 Concurrency rule (hnswlib's own: ``add_items``/``resize_index`` must never overlap
 ``knn_query`` on the same index): every hnswlib call on a live graph happens while holding
-``self._lock``. Writers (``write``/``refresh``) may run on one background thread; a query
-that finds the lock taken does not wait for a write or a resize to finish: it answers by
-exact search over the caller's current vectors instead (``query(..., fallback=...)``). So
-the index grows without blocking queries, and no query ever runs concurrently with a write.
+``self._lock``. Writers (``write``/``refresh``) may run on one background thread, holding
+the lock for ``write_chunk`` points at a time; a query waits for that chunk, or, given
+``fallback`` (the caller's current vectors), answers by exact search over them instead of
+waiting. No query ever runs concurrently with a write, and none waits for a whole write.
 
 Vectors change on every click, but writing a point costs far more than a query, so
 ``refresh`` writes only the rows that moved by more than ``drift_tol`` (relative L2) since
@@ -75,6 +75,9 @@ class IndexConfig:
     items takes a fraction of the time (0: every core). Smaller writes use one thread:
     splitting a few hundred inserts costs more than it saves."""
     bulk_rows: int = 10_000
+    write_chunk: int = 64
+    """Points written per hold of the lock (smaller writes): the longest a query waits for
+    a write running on another thread is about one chunk of inserts."""
 
 
 class _Graph:
@@ -366,15 +369,33 @@ class VectorIndex:
         return _Graph(self.dim, self.config, max(self.config.initial_capacity, capacity), self._radius(band))
 
     def write(self, labels: IntArray, vecs: FloatArray) -> int:
-        """Insert or replace staged vectors (``labels`` are table rows); one writer thread."""
+        """Insert or replace staged vectors (``labels`` are table rows); one writer thread.
+
+        The lock is taken per ``write_chunk`` rows, so a query waits for at most one chunk
+        of inserts, not the whole write (a bulk write goes in one piece, on every core)."""
         rows = np.asarray(labels, dtype=np.int64)
         if rows.size == 0:
             return 0
         t0 = time.perf_counter()
         self._ensure_rows(int(rows.max()) + 1)
-        present = self._label[rows] >= 0
         band = self._band_of(vecs)
         touched: set[int] = set()
+        step = rows.size if rows.size >= self.config.bulk_rows else max(1, self.config.write_chunk)
+        for lo in range(0, rows.size, step):
+            part = slice(lo, lo + step)
+            self._write_locked(rows[part], vecs[part], band[part], touched)
+        for b in sorted(touched):
+            g = self._graphs.get(b)
+            if g is not None and g.deleted > self.config.compact_ratio * max(g.live, 1):
+                self._rebuild(b)
+        self.inserts += int(rows.size)
+        self.last_refresh_s = time.perf_counter() - t0
+        self.last_refresh_at = time.time()
+        return int(rows.size)
+
+    def _write_locked(self, rows: IntArray, vecs: FloatArray, band: IntArray, touched: set[int]) -> None:
+        """One chunk of ``write``: old elements marked deleted, new ones added, under the lock."""
+        present = self._label[rows] >= 0
         with self._lock:
             for b in np.unique(self._band[rows[present]]).tolist():
                 mine = present & (self._band[rows] == b)
@@ -388,15 +409,7 @@ class VectorIndex:
                 self._label[rows[mine]] = g.add(rows[mine], self._lift(vecs[mine], g.radius))
                 touched.add(b)
             self._indexed[rows] = vecs  # what small bands are answered from
-        self._band[rows] = band
-        for b in sorted(touched):
-            g = self._graphs[b]
-            if g.deleted > self.config.compact_ratio * max(g.live, 1):
-                self._rebuild(b)
-        self.inserts += int(rows.size)
-        self.last_refresh_s = time.perf_counter() - t0
-        self.last_refresh_at = time.time()
-        return int(rows.size)
+            self._band[rows] = band
 
     def _lift(self, vecs: FloatArray, radius: float) -> FloatArray:
         """For ``mips``: append sqrt(R^2 - |x|^2) so every point has norm R; then for a query

@@ -213,9 +213,9 @@ class ItemVectors:
         return len(self.vocab)
 
     @property
-    def _dirty(self) -> list[int]:
-        """Rows changed since the last ``take_dirty`` (unsorted; for "anything pending?")."""
-        return self._dirty_rows[: int(self._dirty_top[0])].tolist()
+    def changed(self) -> int:
+        """How many rows changed since the last ``take_dirty`` (none pending: 0)."""
+        return int(self._dirty_top[0])
 
     def _grow(self, need: int) -> None:
         cap = self.w_in.shape[0]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -54,6 +55,11 @@ class RecommenderConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     refresh_interval_s: float = 0.5
     """The index takes new and changed vectors at least this often (clock of the caller)."""
+    background_writes: bool = False
+    """Write the index on a thread of its own: the caller only picks and copies the changed
+    vectors, and hnswlib's inserts (which release the GIL) run beside the clicks, on another
+    core. Off: written before ``refresh`` returns, so a replay is reproducible (offline
+    evaluation, tests)."""
     index_writes_per_click: float = 0.0
     """0: every changed vector is written at each refresh, so a change is visible within
     ``refresh_interval_s`` plus the write. Above 0: a budget of drifted-vector rewrites per
@@ -112,6 +118,10 @@ class Recommender:
         date click by click, in place by ``topk.bump_top``)."""
         self._top_n = np.zeros(1, dtype=np.int64)
         self._last_refresh: float | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future[int] | None = None
+        """The background write in flight (``background_writes``): one at a time, and the
+        index's per-row state is not staged again until it is done."""
         self.clicks_learned = 0
         self._clicks_at_refresh = 0
 
@@ -173,6 +183,7 @@ class Recommender:
         """The model as plain arrays: vectors, counts, replay, popularity, and (``index``)
         the HNSW graphs, so that ``restore`` loads them instead of inserting every vector
         again (measured about 0.6 ms per item)."""
+        self.flush()
         n = len(self.vectors)
         out = self.vectors.state()
         out.update(popularity=self.popularity[:n].copy(), top=self._top.copy(),
@@ -200,11 +211,14 @@ class Recommender:
         if saved is not None and len(state["index_label"]) <= n:
             model.index = saved  # every row is checked against it: only what moved is rewritten
         model.refresh()
+        model.flush()  # restored means indexed: the first queries must not wait for it
         return model
 
     # -- index ----------------------------------------------------------------------------
     def refresh(self) -> int:
-        """Push changed vectors into the index now; returns points written."""
+        """Push changed vectors into the index now; returns points written (with
+        ``background_writes``: handed to the writer thread, after the previous write ends)."""
+        self.flush()
         clicks = self.clicks_learned - self._clicks_at_refresh
         self._clicks_at_refresh = self.clicks_learned
         budget = self.config.index_writes_per_click
@@ -219,14 +233,42 @@ class Recommender:
             r = np.asarray(rows, dtype=np.int64)
             self._keys[r, :-1] = vec.w_out[r]
             self._keys[r, -1] = np.log1p(vec.vocab.counts[r])
-        return self.index.refresh(self._keys, rows, limit)
+        staged = self.index.stage(self._keys, rows, limit)
+        if not self.config.background_writes or len(staged[0]) == 0:
+            return self.index.write(*staged)
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="index-writer")
+        self._pending = self._writer.submit(self.index.write, *staged)
+        return len(staged[0])
 
     def maybe_refresh(self, now: float) -> int:
-        """Refresh when ``refresh_interval_s`` has passed on the caller's clock."""
+        """Refresh when ``refresh_interval_s`` has passed on the caller's clock (and, with
+        ``background_writes``, the previous write is done: else on a later call)."""
         if self._last_refresh is None or now - self._last_refresh >= self.config.refresh_interval_s:
+            if self.writing:
+                return 0
             self._last_refresh = now
             return self.refresh()
         return 0
+
+    @property
+    def writing(self) -> bool:
+        """Whether a background index write is still running (one that failed raises here)."""
+        pending = self._pending
+        if pending is None:
+            return False
+        if not pending.done():
+            return True
+        self._pending = None
+        pending.result()
+        return False
+
+    def flush(self) -> None:
+        """Wait for the background index write, if any (before the index is saved or read
+        as a whole); re-raises what it raised."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def popular(self, k: int) -> list[tuple[str, float]]:
         """The ``k`` most clicked items (recent clicks weigh more), with their share."""
@@ -349,8 +391,9 @@ class Recommender:
         if known:
             q, q_out = self._query_vectors([(parsed[i][0], parsed[i][1]) for i in known])
             pop_col = np.full((len(known), 1), cfg.popularity_weight, dtype=np.float32)
-            found = self.index.query_many(np.concatenate([q, pop_col], axis=1), cfg.candidates,
-                                          fallback=self._keys[: len(vec)])
+            # No exact fallback while a write holds the index: the writer holds it for one
+            # chunk at a time, and exact search over a large catalogue costs more than that.
+            found = self.index.query_many(np.concatenate([q, pop_col], axis=1), cfg.candidates)
             for j, i in enumerate(known):
                 out[i] = self._rank(sessions[i], parsed[i][2], found[j][0], q[j],
                                     None if q_out is None else q_out[j], k, version)

@@ -21,7 +21,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from models.evaluate import Baseline, dump_writer, evaluate, read_sessions_tsv
     from streams.settings import Settings
 
-    settings = Settings.from_env(**({"seed": args.seed} if args.seed is not None else {}))
+    # Index writes in line with the clicks: a replay must give the same figures every run.
+    settings = Settings.from_env(index_background_writes=False,
+                                 **({"seed": args.seed} if args.seed is not None else {}))
     train = read_sessions_tsv(args.train)
     test = read_sessions_tsv(args.test)
     engine = Engine(settings.session_config(), settings.recommender_config(), k=max(args.k, 10))

@@ -167,8 +167,8 @@ class IndexWatch:
             INDEX_REFRESH.observe(index.last_refresh_s)
             self._inserts_seen = index.inserts
         # Rows changed by learning and not yet handed to the index (``take_dirty`` empties
-        # it at each refresh); the item vectors expose no public view of this set.
-        pending = bool(vectors._dirty)
+        # it at each refresh), or handed to a background write that has not finished.
+        pending = vectors.changed > 0 or model.writing
         if not pending:
             self.pending_since = None
         elif self.pending_since is None:

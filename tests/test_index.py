@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -151,6 +152,30 @@ def test_query_during_a_write_answers_from_the_fallback() -> None:
         t.join()
     got, _ = index.query(q, 10, fallback=table)
     assert index.busy_fallbacks == 1 and len(got) == 10
+
+
+def test_a_query_waits_for_one_chunk_of_a_write_not_all_of_it() -> None:
+    """A write on another thread holds the lock one ``write_chunk`` at a time: a query made
+    while a long write runs is answered before the write ends, from the points written so far."""
+    rng = np.random.default_rng(6)
+    n, dim = 6000, 16
+    table = rng.normal(size=(n, dim)).astype(np.float32)
+    index = VectorIndex(dim, IndexConfig(space="ip", exact_below=0, write_chunk=32,
+                                         ef_construction=200, bulk_rows=10**9))
+    labels, vecs = index.stage(table, np.arange(n))
+    writer = threading.Thread(target=index.write, args=(labels, vecs))
+    writer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(index) == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        got, _ = index.query(table[0], 5)
+        answered_with = len(index)
+        running = writer.is_alive()
+    finally:
+        writer.join()
+    assert len(got) == 5 and 0 < answered_with < n and running
+    assert len(index) == n
 
 
 def test_small_graphs_answer_exactly() -> None:

@@ -141,6 +141,39 @@ def test_every_changed_vector_is_in_the_index_after_a_refresh() -> None:
     assert budget.index.select_stale(budget._keys, np.arange(len(budget.vectors))).size > 0
 
 
+def test_background_writes_index_what_inline_writes_do() -> None:
+    """With the writer thread, learning goes on while the index is written; once the last
+    write is flushed every changed vector is indexed and the index holds the same vectors
+    as with inline writes, and the session queries agree with exact search."""
+    sessions = _stream(3, 400)
+    inline = _train(CFG, sessions)
+    background = _train(RecommenderConfig(item2vec=CFG.item2vec, background_writes=True), sessions)
+    assert background._writer is not None  # the writes did go through the thread
+    background.flush()
+    assert not background.writing
+    n = len(background.vectors)
+    assert len(background.index) == n == len(inline.vectors)
+    assert background.index.select_stale(background._keys, np.arange(n)).size == 0
+    np.testing.assert_array_equal(background._keys[:n], inline._keys[:n])
+    probes = [s[:2] for s in sessions[:40]]
+    assert [background.recommend(p, 10).items for p in probes] == \
+        [inline.recommend(p, 10).items for p in probes]
+
+
+def test_a_background_write_that_fails_is_raised_not_lost() -> None:
+    rec = _train(RecommenderConfig(item2vec=CFG.item2vec, background_writes=True), _stream(4, 50))
+    rec.flush()
+
+    def broken(*_: object) -> int:
+        raise RuntimeError("index full")
+
+    rec.index.write = broken  # type: ignore[method-assign,assignment]
+    rec.learn("g0i1", ["g0i2"])
+    rec.refresh()
+    with pytest.raises(RuntimeError, match="index full"):
+        rec.flush()
+
+
 def test_a_snapshot_restores_the_model_exactly(tmp_path: Path) -> None:
     """Arrays only (no pickle), through a real .npz file; the restored model recommends what
     the original does, and both go on learning the same way."""
