@@ -253,15 +253,9 @@ class Recommender:
 
     @property
     def writing(self) -> bool:
-        """Whether a background index write is still running (one that failed raises here)."""
-        pending = self._pending
-        if pending is None:
-            return False
-        if not pending.done():
-            return True
-        self._pending = None
-        pending.result()
-        return False
+        """Whether a background index write is still running (one that failed is raised by
+        the next ``refresh`` or ``flush``, not by this question: metrics ask it too)."""
+        return self._pending is not None and not self._pending.done()
 
     def flush(self) -> None:
         """Wait for the background index write, if any (before the index is saved or read
