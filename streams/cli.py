@@ -164,25 +164,37 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(), seconds=args.seconds, rate=args.rate, items=args.items)
 
 
-def _batches(text: str) -> tuple[int, ...]:
-    """``--batch 1,32,128`` -> (1, 32, 128)."""
+def _counts(text: str) -> tuple[int, ...]:
+    """``--batch 1,32,128`` -> (1, 32, 128) (also ``--sizes``)."""
     try:
         sizes = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"batch sizes are integers: {text!r}") from exc
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text!r}") from exc
     if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError("batch sizes are >= 1")
+        raise argparse.ArgumentTypeError(f"expected integers >= 1: {text!r}")
     return sizes
+
+
+def _sizes(given: tuple[int, ...] | None, default: tuple[int, ...]) -> tuple[int, ...]:
+    return given or default
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from streams.bench import bench_core, print_lines
 
     if args.kind == "core":
-        print_lines(bench_core(args.path, args.clicks, args.items, args.dim, seed=args.seed,
-                               gensim=args.gensim,
-                               curve=(10_000, 100_000, 1_000_000) if args.curve else None,
-                               batches=args.batch or (1,)))
+        if args.plot and not args.curve:
+            print("--plot draws the --curve lines: give both", file=sys.stderr)
+            return 2
+        lines = bench_core(args.path, args.clicks, args.items, args.dim, seed=args.seed,
+                           gensim=args.gensim,
+                           curve=_sizes(args.sizes, (10_000, 100_000, 1_000_000)) if args.curve else None,
+                           batches=args.batch or (1,))
+        print_lines(lines)
+        if args.plot:
+            from streams.plots import plot_cost_curve
+
+            plot_cost_curve(lines, args.plot)
         return 0
     if args.kind == "kafka-replay":
         from streams.bench_e2e import bench_replay
@@ -200,8 +212,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.kind == "recovery":
         from streams.bench_recovery import bench_recovery
 
-        for size in args.sizes.split(","):  # one line as each size finishes (1M takes long)
-            print_lines(bench_recovery((int(size),)))
+        # One line as each size finishes (1M takes long).
+        for size in _sizes(args.sizes, (100_000, 1_000_000)):
+            print_lines(bench_recovery((size,)))
         return 0
     if args.kind == "scale":
         from streams.bench_e2e import bench_scale
@@ -264,19 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "kafka-replay, scale: the training TSV")
     bn.add_argument("--test", help="kafka-replay, scale: the test TSV")
     bn.add_argument("--workers", default="1,2,3", help="scale: worker counts to run, one after another")
-    bn.add_argument("--sizes", default="100000,1000000", help="recovery: catalogue sizes")
+    bn.add_argument("--sizes", type=_counts, default=None, metavar="N[,N...]",
+                    help="recovery: catalogue sizes (default 100000,1000000); "
+                    "core --curve: (default 10000,100000,1000000)")
     bn.add_argument("--clicks", type=int, default=1_000_000)
     bn.add_argument("--items", type=int, default=100_000)
     bn.add_argument("--dim", type=int, default=64)
     bn.add_argument("--seed", type=int, default=0)
     bn.add_argument("--seconds", type=float, default=20.0, help="e2e: seconds per phase")
     bn.add_argument("--gensim", action=argparse.BooleanOptionalAction, default=True)
-    bn.add_argument("--batch", type=_batches, default=None, metavar="B[,B...]",
+    bn.add_argument("--batch", type=_counts, default=None, metavar="B[,B...]",
                     help="core: clicks learned before one batched recommend (1: per click; "
                     "default 1); e2e: the worker's SESSIONREC_BATCH_MAX (default 1,64); "
                     "several: one line each, same run")
     bn.add_argument("--curve", action="store_true",
                     help="core: one JSON line per catalogue size 10k/100k/1M (catalogue preloaded)")
+    bn.add_argument("--plot", metavar="PNG", help="core --curve: draw clicks/s and p99 against size")
     bn.set_defaults(func=_cmd_bench)
 
     ev = sub.add_parser("evaluate", help="replay session-rec TSV files offline and score HR/MRR")

@@ -37,3 +37,33 @@ def plot_hit_trace(traces: dict[str, list[bool]], path: str, k: int = 20, window
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_cost_curve(lines: list[dict[str, object]], path: str) -> None:
+    """``bench core --curve``: clicks/s and per-batch p99 against catalogue size (log x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = sorted((int(str(line["curve_items"])), float(str(line["clicks_per_s"])),
+                  float(str(line["p99_ms"]))) for line in lines)
+    if not pts:
+        raise ValueError("no curve lines to plot")
+    items, cps, p99 = (list(col) for col in zip(*pts, strict=True))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(items, cps, marker="o")
+    left.set_ylabel("clicks/s (learn + index refresh + recommend)")
+    left.set_ylim(bottom=0)
+    right.plot(items, p99, marker="o", color="tab:red")
+    right.set_ylabel("p99 per recommend call, ms")
+    right.set_ylim(bottom=0)
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("items in the catalogue (preloaded)")
+        ax.grid(alpha=0.3)
+    batch = lines[0].get("batch", 1)
+    fig.suptitle(f"sessionrec bench core --curve (batch {batch}, dim {lines[0].get('dim')})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,56 @@
+"""`sessionrec bench core`, run small: every figure issue #4 asks for is printed and sane.
+
+Figures are never asserted against targets here (the machine is noisy); these tests check
+that the command measures what it says: fields present, ratios computed from the lines
+beside them, recall a fraction, the curve's plot written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from streams.cli import main
+
+CORE_FIELDS = ("clicks_per_s", "learn_us_per_click", "recommend_us_per_click",
+               "index_refresh_us_per_click", "p50_ms", "p99_ms", "peak_rss_mb", "bytes_per_item",
+               "bruteforce_qps", "index_qps", "index_recall_at_20", "memory_vs_budget")
+
+
+def lines_of(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+
+def test_core_prints_every_figure_per_batch_size(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "core", "--clicks", "400", "--items", "300", "--dim", "16",
+                 "--batch", "1,8", "--no-gensim"]) == 0
+    lines = lines_of(capsys)
+    assert [line["batch"] for line in lines] == [1, 8]
+    for line in lines:
+        for name in CORE_FIELDS:
+            assert isinstance(line[name], (int, float)), name
+        assert line["clicks"] == 400 and line["dim"] == 16
+        assert 0.0 <= float(str(line["index_recall_at_20"])) <= 1.0
+        assert float(str(line["clicks_per_s"])) > 0
+        assert float(str(line["p50_ms"])) <= float(str(line["p99_ms"]))
+    ratio = float(str(lines[1]["clicks_per_s"])) / float(str(lines[0]["clicks_per_s"]))
+    assert lines[1]["batch_ratio_vs_first"] == pytest.approx(ratio, abs=1e-3)
+
+
+def test_curve_preloads_each_size_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "curve.png"
+    assert main(["bench", "core", "--curve", "--sizes", "500,250", "--clicks", "300", "--dim", "16",
+                 "--batch", "8", "--no-gensim", "--plot", str(png)]) == 0
+    lines = lines_of(capsys)
+    assert [line["curve_items"] for line in lines] == [250, 500]
+    # Preloaded: the model knows the whole catalogue, not only the clicked items.
+    assert [line["items_preloaded"] for line in lines] == [250, 500]
+    assert lines[0]["curve_ratio_vs_smallest"] == 1.0
+    ratio = float(str(lines[1]["clicks_per_s"])) / float(str(lines[0]["clicks_per_s"]))
+    assert lines[1]["curve_ratio_vs_smallest"] == pytest.approx(ratio, abs=1e-3)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_needs_the_curve(tmp_path: Path) -> None:
+    assert main(["bench", "core", "--clicks", "10", "--plot", str(tmp_path / "x.png")]) == 2
