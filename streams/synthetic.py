@@ -21,6 +21,10 @@ class SyntheticClick:
     event_id: str
 
 
+ZIPF = 1.1
+"""Item ``i{k}`` is clicked about (k + 1) ** -ZIPF as often as ``i0``."""
+
+
 def synthetic_stream(
     clicks: int,
     items: int = 5000,
@@ -29,7 +33,7 @@ def synthetic_stream(
     start_ts: float = 1.7e9,
     gap_s: float = 1800.0,
     seed: int = 0,
-    zipf: float = 1.1,
+    zipf: float = ZIPF,
 ) -> Iterator[SyntheticClick]:
     """Yield ``clicks`` clicks in event-time order.
 
