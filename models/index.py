@@ -65,6 +65,9 @@ class IndexConfig:
     their vectors: one matrix-vector product costs less than a graph walk at that size
     (measured 10-30 us against 70-180 us for a k=100 walk at ef 100)."""
     drift_tol: float = 0.05
+    """Rewrite a row once it moved by more than this (relative L2). Small for callers that
+    rank by the index's answer as is; a caller that re-scores the candidates against the
+    current vectors (the recommender) can afford more: see ``Settings.index_drift_tol``."""
     compact_ratio: float = 1.0
     """Rebuild a graph when its deleted elements exceed this many times its live ones."""
     seed: int = 0
