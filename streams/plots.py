@@ -40,7 +40,8 @@ def plot_hit_trace(traces: dict[str, list[bool]], path: str, k: int = 20, window
 
 
 def plot_cost_curve(lines: list[dict[str, object]], path: str) -> None:
-    """``bench core --curve``: clicks/s and per-batch p99 against catalogue size (log x)."""
+    """``bench core --curve``: clicks/s and p99 (per batch of clicks, or per click at batch
+    1) against catalogue size (log x)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,7 +57,7 @@ def plot_cost_curve(lines: list[dict[str, object]], path: str) -> None:
     left.set_ylabel("clicks/s (learn + index refresh + recommend)")
     left.set_ylim(bottom=0)
     right.plot(items, p99, marker="o", color="tab:red")
-    right.set_ylabel("p99 per recommend call, ms")
+    right.set_ylabel("p99 per batch, ms (its first click taken to its last suggestion)")
     right.set_ylim(bottom=0)
     for ax in (left, right):
         ax.set_xscale("log")
