@@ -175,10 +175,6 @@ def _counts(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _sizes(given: tuple[int, ...] | None, default: tuple[int, ...]) -> tuple[int, ...]:
-    return given or default
-
-
 def _cmd_bench(args: argparse.Namespace) -> int:
     from streams.bench import bench_core, print_lines
 
@@ -188,7 +184,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             return 2
         lines = bench_core(args.path, args.clicks, args.items, args.dim, seed=args.seed,
                            gensim=args.gensim,
-                           curve=_sizes(args.sizes, (10_000, 100_000, 1_000_000)) if args.curve else None,
+                           curve=(args.sizes or (10_000, 100_000, 1_000_000)) if args.curve else None,
                            batches=args.batch or (1,))
         print_lines(lines)
         if args.plot:
@@ -213,7 +209,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from streams.bench_recovery import bench_recovery
 
         # One line as each size finishes (1M takes long).
-        for size in _sizes(args.sizes, (100_000, 1_000_000)):
+        for size in args.sizes or (100_000, 1_000_000):
             print_lines(bench_recovery((size,)))
         return 0
     if args.kind == "scale":

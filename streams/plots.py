@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -39,7 +41,7 @@ def plot_hit_trace(traces: dict[str, list[bool]], path: str, k: int = 20, window
     plt.close(fig)
 
 
-def plot_cost_curve(lines: list[dict[str, object]], path: str) -> None:
+def plot_cost_curve(lines: list[dict[str, Any]], path: str) -> None:
     """``bench core --curve``: clicks/s and p99 (per batch of clicks, or per click at batch
     1) against catalogue size (log x)."""
     import matplotlib
@@ -47,8 +49,8 @@ def plot_cost_curve(lines: list[dict[str, object]], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = sorted((int(str(line["curve_items"])), float(str(line["clicks_per_s"])),
-                  float(str(line["p99_ms"]))) for line in lines)
+    pts = sorted((int(line["curve_items"]), float(line["clicks_per_s"]), float(line["p99_ms"]))
+                 for line in lines)
     if not pts:
         raise ValueError("no curve lines to plot")
     items, cps, p99 = (list(col) for col in zip(*pts, strict=True))

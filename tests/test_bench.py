@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ CORE_FIELDS = ("clicks_per_s", "learn_us_per_click", "recommend_us_per_click",
                "bruteforce_qps", "index_qps", "index_recall_at_20", "memory_vs_budget")
 
 
-def lines_of(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+def lines_of(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
 
 
@@ -31,10 +32,10 @@ def test_core_prints_every_figure_per_batch_size(capsys: pytest.CaptureFixture[s
         for name in CORE_FIELDS:
             assert isinstance(line[name], (int, float)), name
         assert line["clicks"] == 400 and line["dim"] == 16
-        assert 0.0 <= float(str(line["index_recall_at_20"])) <= 1.0
-        assert float(str(line["clicks_per_s"])) > 0
-        assert float(str(line["p50_ms"])) <= float(str(line["p99_ms"]))
-    ratio = float(str(lines[1]["clicks_per_s"])) / float(str(lines[0]["clicks_per_s"]))
+        assert 0.0 <= float(line["index_recall_at_20"]) <= 1.0
+        assert float(line["clicks_per_s"]) > 0
+        assert float(line["p50_ms"]) <= float(line["p99_ms"])
+    ratio = float(lines[1]["clicks_per_s"]) / float(lines[0]["clicks_per_s"])
     assert lines[1]["batch_ratio_vs_first"] == pytest.approx(ratio, abs=1e-3)
 
 
@@ -47,7 +48,7 @@ def test_curve_preloads_each_size_and_plots(tmp_path: Path, capsys: pytest.Captu
     # Preloaded: the model knows the whole catalogue, not only the clicked items.
     assert [line["items_preloaded"] for line in lines] == [250, 500]
     assert lines[0]["curve_ratio_vs_smallest"] == 1.0
-    ratio = float(str(lines[1]["clicks_per_s"])) / float(str(lines[0]["clicks_per_s"]))
+    ratio = float(lines[1]["clicks_per_s"]) / float(lines[0]["clicks_per_s"])
     assert lines[1]["curve_ratio_vs_smallest"] == pytest.approx(ratio, abs=1e-3)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
