@@ -31,9 +31,10 @@ the session's items has a trained vector, the answer is the popularity list.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -442,3 +443,25 @@ class Recommender:
                 have.add(item)
         return ranked
 
+
+
+def warm_up(config: RecommenderConfig | None = None, items: int = 64, k: int = 20) -> float:
+    """Call every compiled kernel of the click path once, on throwaway models with
+    ``config``'s settings; returns the seconds it took.
+
+    numba compiles a kernel, or loads it from its on-disk cache, on its first call (about
+    0.7 s for the learner alone). A worker that skipped this would make the clicks that
+    reach it first after a start, a restart or a rollout wait for it. Two models, so both
+    ways a band answers run: by exact products while it is small, by a graph walk after."""
+    t0 = time.perf_counter()
+    base = config or RecommenderConfig()
+    ids = [f"warm-up-{i}" for i in range(items)]
+    for exact_below in (base.index.exact_below, 0):
+        model = Recommender(replace(base, background_writes=False,
+                                    index=replace(base.index, exact_below=exact_below)))
+        for i, item in enumerate(ids):
+            model.learn(item, ids[max(0, i - 2) : i])
+        model.refresh()
+        model.recommend(ids[:3], k)
+        model.recommend_many([ids[:2], ids[5:9], ["not-an-item"]], k)
+    return time.perf_counter() - t0

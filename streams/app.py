@@ -17,6 +17,7 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.engine import Engine
+from models.recommender import warm_up
 from streams import metrics as m
 from streams import snapshot
 from streams.credentials import faust_credentials
@@ -98,6 +99,7 @@ restored = snapshot.restore(saved, settings.recommender_config())
 engine.model = restored or engine.model
 sharing = ModelSharing.from_snapshot(settings, saved if restored is not None else None)
 del saved, restored
+log.info("compiled kernels loaded in %.2f s", warm_up(settings.recommender_config(), k=settings.k))
 handler = ClickHandler(settings, engine)
 outputs = {t.get_topic_name(): t for t in (recommendations_topic, sessions_topic, dlq_topic)}
 m.init_labels()  # sessionrec_build_info is set by streams.metrics from the package version

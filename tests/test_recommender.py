@@ -291,3 +291,46 @@ def test_score_gives_every_seen_row_its_bonus_in_any_order() -> None:
     bonus = rec.score(q, rows, seen) - plain
     want = np.asarray([0, 0.25, 1, 0.25, 0], dtype=np.float32) * np.float32(rec.config.seen_boost)
     np.testing.assert_allclose(bonus, want, atol=1e-5)
+
+
+WARM_UP_CHECK = """
+import json, sys
+from numba.core.registry import CPUDispatcher
+from models import kernels, topk, recommender
+
+def compiled():
+    return {f"{mod.__name__}.{name}": len(obj.signatures)
+            for mod in (kernels, topk) for name, obj in vars(mod).items()
+            if isinstance(obj, CPUDispatcher)}
+
+if sys.argv[1] == "warm":
+    recommender.warm_up()
+before = compiled()
+model = recommender.Recommender()
+ids = [f"i{i}" for i in range(3000)]  # more than exact_below: some bands are walked graphs
+for i, item in enumerate(ids):
+    model.learn(item, ids[max(0, i - 2) : i])
+model.refresh()
+model.recommend(ids[:4], 20)
+model.recommend_many([ids[:3], ids[100:104], ["unknown"]], 20)
+print(json.dumps({k: v for k, v in compiled().items() if v != before[k]}))
+"""
+
+
+def _kernels_compiled_by_clicks(warm: bool) -> dict[str, int]:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", WARM_UP_CHECK, "warm" if warm else "cold"],
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
+    result: dict[str, int] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_warm_up_leaves_no_kernel_for_the_first_clicks_to_compile() -> None:
+    """In a fresh interpreter, after ``warm_up`` the click path (learn, refresh, recommend,
+    recommend_many, small and walked bands) loads no compiled kernel; without it, it does
+    (the check sees them)."""
+    assert _kernels_compiled_by_clicks(warm=True) == {}
+    assert _kernels_compiled_by_clicks(warm=False) != {}
