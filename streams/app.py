@@ -212,6 +212,19 @@ async def share_model() -> None:
 @app.timer(settings.snapshot_interval_s or 3600.0)
 async def save_model() -> None:
     """Snapshot the model: arrays copied on the loop (between clicks), written off it."""
+    await write_snapshot()
+
+
+@app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers as a union mypy cannot match
+async def save_model_at_stop(sender: Any, **kwargs: Any) -> None:
+    """A clean stop (SIGTERM: a rollout, a scale-down, ``sessionrec demo`` ending) saves the
+    model as it is: the consumer has stopped, so nothing learned is left out, and the next
+    start goes on from it instead of from the last interval's snapshot plus the deltas after
+    it. The pod's termination grace period must cover the write (``k8s/``)."""
+    await write_snapshot()
+
+
+async def write_snapshot() -> None:
     if settings.snapshot_interval_s <= 0 or not len(engine.model.vectors):
         return
     state = {**engine.model.state(), **sharing.state()}
