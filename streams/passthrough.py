@@ -1,5 +1,7 @@
 """The ceiling for ``bench e2e``: a bare Faust agent that consumes a click and produces one
-message, with the same app settings as the worker and no work in between."""
+message, with the same app settings as the worker and no work in between. It reads and
+writes the worker's topics (``SESSIONREC_CLICKS_TOPIC``, ``SESSIONREC_RECOMMENDATIONS_TOPIC``),
+so the bench can put it in the worker's place."""
 
 from __future__ import annotations
 
@@ -8,15 +10,17 @@ from typing import Any
 import faust
 
 from streams.settings import Settings
+from streams.transport import consumer_urls
 
 settings = Settings.from_env()
 app = faust.App(f"{settings.app_id}-passthrough", broker=settings.broker, store="memory://",
+                broker_consumer=consumer_urls(settings.broker, settings.fetch_max_wait_ms),
                 datadir=settings.data_dir, topic_partitions=settings.partitions,
                 web_port=settings.web_port, consumer_auto_offset_reset="earliest")
 raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                        "value_serializer": "raw"}
 clicks_topic = app.topic(settings.clicks_topic, partitions=settings.partitions, **raw)
-echoes_topic = app.topic("passthrough-out", partitions=settings.partitions, **raw)
+echoes_topic = app.topic(settings.recommendations_topic, partitions=settings.partitions, **raw)
 
 
 @app.agent(clicks_topic)

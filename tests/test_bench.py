@@ -55,3 +55,20 @@ def test_curve_preloads_each_size_and_plots(tmp_path: Path, capsys: pytest.Captu
 
 def test_plot_needs_the_curve(tmp_path: Path) -> None:
     assert main(["bench", "core", "--clicks", "10", "--plot", str(tmp_path / "x.png")]) == 2
+
+
+@pytest.mark.broker
+def test_e2e_prints_throughput_and_live_latency_beside_the_passthrough() -> None:
+    """`bench e2e` run small on the real broker: the ceiling, the worker's drain rate, then
+    the live phase at half that rate on new topics, for the worker (started from the model
+    the drain left, saved at its clean stop) and for the pass-through, every click timed."""
+    from streams.bench_e2e import bench_e2e
+
+    (line,) = bench_e2e(seconds=2.0, items=200, clicks=600, batches=(8,))
+    assert line["answered"] == 600 and line["batch"] == 8
+    assert line["ratio_vs_passthrough"] == round(line["clicks_per_s"] / line["passthrough_clicks_per_s"], 3)
+    rate = max(50.0, line["clicks_per_s"] / 2)
+    assert line["latency_rate_clicks_per_s"] == round(rate, 1)
+    assert line["latency_samples"] == int(rate * 2.0)  # every live click answered and timed
+    for who in ("", "passthrough_"):
+        assert 0 < line[f"{who}p50_ms"] <= line[f"{who}p99_ms"] <= line[f"{who}p999_ms"]
