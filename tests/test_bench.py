@@ -67,8 +67,9 @@ def test_e2e_prints_throughput_and_live_latency_beside_the_passthrough() -> None
     (line,) = bench_e2e(seconds=2.0, items=200, clicks=600, batches=(8,))
     assert line["answered"] == 600 and line["batch"] == 8
     assert line["ratio_vs_passthrough"] == round(line["clicks_per_s"] / line["passthrough_clicks_per_s"], 3)
-    rate = max(50.0, line["clicks_per_s"] / 2)
-    assert line["latency_rate_clicks_per_s"] == round(rate, 1)
-    assert line["latency_samples"] == int(rate * 2.0)  # every live click answered and timed
+    rate = max(50.0, line["clicks_per_s"] / 2)  # from the printed (rounded) drain rate
+    assert abs(line["latency_rate_clicks_per_s"] - rate) <= 0.1
+    # Every live click answered and timed (the count is int(unrounded rate * seconds)).
+    assert abs(line["latency_samples"] - rate * 2.0) <= 1
     for who in ("", "passthrough_"):
         assert 0 < line[f"{who}p50_ms"] <= line[f"{who}p99_ms"] <= line[f"{who}p999_ms"]
