@@ -9,7 +9,7 @@ processes read the same system-wide monotonic clock).
 The live phase runs on topics of its own. The local broker (tansu 0.6.0, in-memory storage)
 slows down as a partition collects record batches: with 15,000 one-record batches in a
 4-partition topic, a bare produce -> consume round trip at 100 messages/s measured p50 / p99
-596 / 3,319 ms, against 13 / 21 ms with 1,000 (``broker_backlog_latency``). A worker that has
+596 / 3,319 ms, against 13 / 21 ms with 1,000 (README, *Performance*). A worker that has
 just answered the preload leaves thousands of small batches on its output and changelog
 topics, and the live phase measured that, not the worker (p50 0.4-26 s, growing with the
 preload). Apache Kafka locates a fetch offset through its index; it does not show this.
@@ -83,9 +83,8 @@ def bench_e2e(seconds: float = 20.0, items: int = 5000, clicks: int | None = Non
                 out["ratio_vs_passthrough"] = round(rate / ceiling, 3)
             stack.stop_worker(worker)  # a clean stop saves the model the live phase starts from
             target = max(50.0, rate / 2)
-            live = dict(SESSIONREC_BATCH_MAX=str(batch))
             out.update(live_latency(stack, producer, f"live-b{batch}", target, seconds, items,
-                                    live, model_from=worker.data_dir))
+                                    {"SESSIONREC_BATCH_MAX": str(batch)}, model_from=worker.data_dir))
             floor = live_latency(stack, producer, f"pass-b{batch}", target, seconds, items, {},
                                  app="streams.passthrough")
             out.update({f"passthrough_{k}": v for k, v in floor.items() if k.endswith("_ms")})
