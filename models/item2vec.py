@@ -47,8 +47,9 @@ class Item2VecConfig:
     """How many recent pairs the replay buffer keeps."""
     seed: int = 0
     shared: bool = False
-    """Keep a copy of what was last shared (twice the tables' memory), so that ``share`` can
-    hand out what this model learned since, for other copies of the model to ``merge``."""
+    """Keep what each row was when last shared, for the rows changed since (``SharedBase``),
+    so that ``share`` can hand out what this model learned since, for other copies of the
+    model to ``merge``."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,84 @@ class ReplayBuffer:
         return self.inputs[pick], self.targets[pick], self.scales[pick]
 
 
+class SharedBase:
+    """What each row changed since the last ``share`` was then: ``rows[:n]``, with their
+    input vector, output vector and count at the same position of ``w_in``, ``w_out`` and
+    ``counts``; ``slot`` maps a row to its position (-1: unchanged, the tables hold its base).
+
+    Sparse because between two shares (about a second) a worker changes a small part of a
+    large catalogue: a full copy of both tables and the counts cost as much memory as the
+    model itself (545 MB at 1M items, dim 64). Rows get a slot before they first change
+    (``kernels.keep_base``, called by the learner), and lose it when shared. ``enabled``
+    False (``tracking``): no slots at all, and ``keep_base`` does nothing.
+    """
+
+    def __init__(self, dim: int, rows: int, enabled: bool) -> None:
+        self.tracking = enabled
+        self.cap = 1024 if enabled else 0
+        self.slot = np.full(rows if enabled else 0, -1, dtype=np.int64)
+        self.rows = np.zeros(self.cap, dtype=np.int64)
+        self.w_in: FloatArray = np.zeros((self.cap, dim), dtype=np.float32)
+        self.w_out: FloatArray = np.zeros((self.cap, dim), dtype=np.float32)
+        self.counts = np.zeros(self.cap, dtype=np.float64)
+        self.top = np.zeros(1, dtype=np.int64)
+        self.arrays = self._arrays()
+        """The arrays ``kernels.keep_base`` and ``kernels.learn_click`` take, in order (kept
+        as one tuple: the learner passes them on every click)."""
+
+    @property
+    def n(self) -> int:
+        return int(self.top[0])
+
+    def grow_rows(self, rows: int) -> None:
+        """The tables grew to ``rows`` rows (new rows are unchanged)."""
+        if self.tracking and rows > len(self.slot):
+            self.slot = np.concatenate([self.slot, np.full(rows - len(self.slot), -1, dtype=np.int64)])
+            self.arrays = self._arrays()
+
+    def reserve(self, extra: int) -> None:
+        """Room for ``extra`` more slots (the compiled learner cannot grow the buffers)."""
+        need = int(self.top[0]) + extra
+        if need <= len(self.rows):
+            return
+        cap = max(len(self.rows), 1)
+        while cap < need:
+            cap *= 2
+        self.rows, self.counts = _grown(self.rows, cap), _grown(self.counts, cap)
+        self.w_in, self.w_out = _grown(self.w_in, cap), _grown(self.w_out, cap)
+        self.cap = cap
+        self.arrays = self._arrays()
+
+    def keep(self, rows: IntArray, w_in: FloatArray, w_out: FloatArray,
+             counts: npt.NDArray[np.float64]) -> None:
+        """``keep_base`` for many rows at once (before a direct write to the tables)."""
+        if not self.tracking:
+            return
+        new = np.unique(np.asarray(rows, dtype=np.int64))
+        new = new[self.slot[new] < 0]
+        self.reserve(len(new))
+        lo = int(self.top[0])
+        at = np.arange(lo, lo + len(new))
+        self.slot[new], self.rows[at] = at, new
+        self.w_in[at], self.w_out[at], self.counts[at] = w_in[new], w_out[new], counts[new]
+        self.top[0] = lo + len(new)
+
+    def keep_only(self, pending: npt.NDArray[np.bool_]) -> None:
+        """Forget the slots not ``pending`` (their rows were shared: the tables are their
+        base again), packing the pending ones to the front in the order they were."""
+        n = int(self.top[0])
+        self.slot[self.rows[:n][~pending]] = -1
+        idx = np.flatnonzero(pending)
+        m = len(idx)
+        self.rows[:m], self.counts[:m] = self.rows[idx], self.counts[idx]
+        self.w_in[:m], self.w_out[:m] = self.w_in[idx], self.w_out[idx]
+        self.slot[self.rows[:m]] = np.arange(m)
+        self.top[0] = m
+
+    def _arrays(self) -> tuple[IntArray, IntArray, FloatArray, FloatArray, npt.NDArray[np.float64], IntArray]:
+        return self.slot, self.rows, self.w_in, self.w_out, self.counts, self.top
+
+
 class ItemVectors:
     """The online item2vec model: vocabulary, input and output tables, and the learner.
 
@@ -197,12 +276,10 @@ class ItemVectors:
         self._dirty_mask = np.zeros(cap, dtype=np.uint8)
         self._dirty_rows = np.zeros(cap, dtype=np.int64)
         self._dirty_top = np.zeros(1, dtype=np.int64)
-        self._changed = np.zeros(cap, dtype=np.uint8)
-        """Rows written since they were last shared (input or output side, or count)."""
-        self._base: tuple[FloatArray, FloatArray, npt.NDArray[np.float64]] | None = None
-        """``shared``: the input, output and count tables as last shared or merged."""
-        if self.config.shared:
-            self._base = (np.zeros_like(self.w_in), np.zeros_like(self.w_out), np.zeros(cap))
+        self._base = SharedBase(self.config.dim, cap, self.config.shared)
+        """``shared``: what the rows changed since the last ``share`` were then."""
+        self._base_room = 1 + (self.config.window + self.config.replay_pairs) * (2 + self.config.negatives)
+        """The most rows one ``learn`` can change: each pair its input, target and negatives."""
         w = max(self.config.window, 1)
         self._ctx = np.zeros(w, dtype=np.int64)
         self._dist = np.zeros(w, dtype=np.float64)
@@ -226,9 +303,7 @@ class ItemVectors:
         self.w_in, self.w_out = _grown(self.w_in, cap), _grown(self.w_out, cap)
         self._dirty_mask = _grown(self._dirty_mask, cap)
         self._dirty_rows = _grown(self._dirty_rows, cap)
-        self._changed = _grown(self._changed, cap)
-        if self._base is not None:
-            self._base = (_grown(self._base[0], cap), _grown(self._base[1], cap), _grown(self._base[2], cap))
+        self._base.grow_rows(cap)
 
     def upsert(self, item_id: str) -> int:
         """Row of ``item_id``; a new item gets a small random input vector and a zero output vector."""
@@ -238,9 +313,8 @@ class ItemVectors:
         row, _ = self.vocab.add(item_id)
         self._grow(row + 1)
         d = self.config.dim
+        # Each copy draws its own start: not learning, so not shared (no base slot).
         self.w_in[row] = (self.rng.random(d, dtype=np.float32) - 0.5) / d
-        if self._base is not None:
-            self._base[0][row] = self.w_in[row]  # each copy has its own start: not learning
         return row
 
     def row(self, item_id: str) -> int | None:
@@ -257,9 +331,10 @@ class ItemVectors:
         cfg = self.config
         target = self.upsert(item_id)
         vocab = self.vocab
-        vocab.counts[target] += 1.0
+        base = self._base
+        if base.tracking and base.top[0] + self._base_room > base.cap:
+            base.reserve(self._base_room)
         sampler = self.sampler
-        sampler.observe(vocab.counts, len(vocab.ids))
         n_ctx = len(context)
         ctx, dist = self._ctx, self._dist
         p = 0
@@ -276,8 +351,10 @@ class ItemVectors:
             self.w_in, self.w_out, vocab.counts, target, ctx, dist, p, self._params,
             replay.inputs, replay.targets, replay.scales, replay.state, cfg.replay_pairs,
             cfg.negatives, sampler._cum, sampler._guide, sampler._n_at_build, self._kernel_rng,
-            self._dirty_mask, self._dirty_rows, self._dirty_top, self._changed,
+            self._dirty_mask, self._dirty_rows, self._dirty_top, *base.arrays,
         )
+        # After the click is counted: a rebuild of the negatives table includes it.
+        sampler.observe(vocab.counts, len(vocab.ids))
         if not p:
             return 0.0
         self.updates += n_pairs
@@ -286,10 +363,12 @@ class ItemVectors:
         self.loss_ema = pair_loss if self.updates == n_pairs else 0.99 * self.loss_ema + 0.01 * pair_loss
         return float(loss)
 
-    def touch(self, rows: IntArray) -> None:
-        """Report ``rows`` as changed (after a direct table write): to the index at the next
-        ``take_dirty``, and to the other copies at the next ``share``."""
-        self._changed[np.asarray(rows, dtype=np.int64)] = 1
+    def will_write(self, rows: IntArray, share: bool = True) -> None:
+        """Call *before* writing ``rows`` of the tables or counts directly: their change then
+        reaches the index at the next ``take_dirty`` and, with ``share``, the other copies at
+        the next ``share`` (without: a state every copy already has, such as a preload)."""
+        if share:
+            self._base.keep(rows, self.w_in, self.w_out, self.vocab.counts)
         self._mark_for_index(rows)
 
     def _mark_for_index(self, rows: IntArray) -> None:
@@ -299,18 +378,16 @@ class ItemVectors:
                 self._dirty_rows[int(self._dirty_top[0])] = r
                 self._dirty_top[0] += 1
 
-    def take_dirty(self) -> list[int]:
+    def take_dirty(self) -> IntArray:
         """Rows whose index key may have changed since the last call, sorted: output vectors
         moved by SGD, and clicked items (their count moved). Rows whose only change is the
-        input vector are left out (the index holds output vectors and counts only)."""
+        input vector are left out (the index holds output vectors and counts only). An
+        array, not a list: after a restore it holds every row (1M Python ints: 44 MB)."""
         n = int(self._dirty_top[0])
-        if n == 0:
-            return []
         rows = np.sort(self._dirty_rows[:n])
         self._dirty_mask[rows] = 0
         self._dirty_top[0] = 0
-        out: list[int] = rows.tolist()
-        return out
+        return rows
 
     # -- sharing between copies of the model (several workers) ------------------------------
     def share(self, min_drift: float = 0.0) -> VectorDelta:
@@ -321,23 +398,26 @@ class ItemVectors:
         large enough, so nothing learned is dropped, and the many tiny moves negative
         sampling makes do not each cost a row in every message.
         """
-        if self._base is None:
+        base = self._base
+        if not base.tracking:
             raise ValueError("share needs Item2VecConfig(shared=True)")
-        base_in, base_out, base_counts = self._base
-        rows = np.flatnonzero(self._changed[: len(self)])
-        d_in = self.w_in[rows] - base_in[rows]
-        d_out = self.w_out[rows] - base_out[rows]
-        d_counts = self.vocab.counts[rows] - base_counts[rows]
-        if min_drift > 0 and rows.size:
+        n = base.n
+        order = np.argsort(base.rows[:n], kind="stable")  # deltas go out in row order
+        rows = base.rows[:n][order]
+        base_in, base_out = base.w_in[:n][order], base.w_out[:n][order]
+        d_in = self.w_in[rows] - base_in
+        d_out = self.w_out[rows] - base_out
+        d_counts = self.vocab.counts[rows] - base.counts[:n][order]
+        send = np.ones(n, dtype=bool)
+        if min_drift > 0 and n:
             moved = np.sqrt(np.einsum("nd,nd->n", d_in, d_in) + np.einsum("nd,nd->n", d_out, d_out))
-            size = np.sqrt(np.einsum("nd,nd->n", base_in[rows], base_in[rows])
-                           + np.einsum("nd,nd->n", base_out[rows], base_out[rows]))
-            keep = (moved > min_drift * (size + 1e-6)) | (d_counts != 0)
-            rows, d_in, d_out, d_counts = rows[keep], d_in[keep], d_out[keep], d_counts[keep]
-        base_in[rows] += d_in
-        base_out[rows] += d_out
-        base_counts[rows] += d_counts
-        self._changed[rows] = 0
+            size = np.sqrt(np.einsum("nd,nd->n", base_in, base_in)
+                           + np.einsum("nd,nd->n", base_out, base_out))
+            send = (moved > min_drift * (size + 1e-6)) | (d_counts != 0)
+            rows, d_in, d_out, d_counts = rows[send], d_in[send], d_out[send], d_counts[send]
+        pending = np.zeros(n, dtype=bool)
+        pending[order] = ~send
+        base.keep_only(pending)
         return VectorDelta(self.item_ids(rows), d_in, d_out, d_counts.astype(np.float32))
 
     def merge(self, delta: VectorDelta) -> IntArray:
@@ -355,12 +435,15 @@ class ItemVectors:
             raise ValueError("delta holds a non-finite value")
         rows = np.fromiter((self.upsert(i) for i in delta.ids), dtype=np.int64, count=len(delta.ids))
         counts = delta.d_counts.astype(np.float64)
-        tables: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]] = [
-            (self.w_in, delta.d_in), (self.w_out, delta.d_out), (self.vocab.counts, counts)]
-        if self._base is not None:
-            tables += [(self._base[0], delta.d_in), (self._base[1], delta.d_out), (self._base[2], counts)]
-        for table, d in tables:
-            np.add.at(table, rows, d)  # add.at: a repeated id adds twice, like two deltas
+        # add.at: a repeated id adds twice, like two deltas.
+        for table, d in ((self.w_in, delta.d_in), (self.w_out, delta.d_out), (self.vocab.counts, counts)):
+            np.add.at(table, rows, d)
+        base = self._base
+        if base.tracking:  # rows with a pending change of their own: their base moves too
+            slots = base.slot[rows]
+            mine = slots >= 0
+            for table, d in ((base.w_in, delta.d_in), (base.w_out, delta.d_out), (base.counts, counts)):
+                np.add.at(table, slots[mine], d[mine])
         self.vocab.counts[rows] = np.maximum(self.vocab.counts[rows], 0.0)
         self.sampler.observe(self.vocab.counts, len(self), max(1, int(counts.sum())))
         self._mark_for_index(rows)  # not news to share: it came from the others
@@ -391,9 +474,11 @@ class ItemVectors:
             "sampler_meta": np.array([self.sampler._since, self.sampler._n_at_build], dtype=np.int64),
             "progress": np.array([self.updates, self.version], dtype=np.int64),
             "loss_ema": np.array([self.loss_ema], dtype=np.float64),
-            **({} if self._base is None else {
-                "shared_in": self._base[0][:n].copy(), "shared_out": self._base[1][:n].copy(),
-                "shared_counts": self._base[2][:n].copy()}),
+            **({} if not self._base.tracking else {
+                "shared_rows": self._base.rows[: self._base.n].copy(),
+                "shared_rows_in": self._base.w_in[: self._base.n].copy(),
+                "shared_rows_out": self._base.w_out[: self._base.n].copy(),
+                "shared_rows_counts": self._base.counts[: self._base.n].copy()}),
         }
 
     def restore(self, state: dict[str, npt.NDArray[Any]]) -> None:
@@ -424,17 +509,21 @@ class ItemVectors:
         self.sampler._cum, self.sampler._guide = state["sampler_cum"].copy(), state["sampler_guide"].copy()
         self.sampler._since, self.sampler._n_at_build = (int(x) for x in state["sampler_meta"])
         self._mark_for_index(np.arange(n))
-        if self._base is not None:
-            if "shared_in" in state:
-                # Go on from what was shared: learning this copy had not shared yet is dropped
-                # here (the deltas it published after the snapshot bring back what reached
-                # the topic), so nothing is counted twice.
-                self._base[0][:n], self._base[1][:n] = state["shared_in"], state["shared_out"]
-                self._base[2][:n] = state["shared_counts"]
-                self.w_in[:n], self.w_out[:n] = self._base[0][:n], self._base[1][:n]
-                self.vocab.counts[:n] = self._base[2][:n]
+        if self._base.tracking:
+            # Go on from what was shared: learning this copy had not shared yet is dropped
+            # here (the deltas it published after the snapshot bring back what reached the
+            # topic), so nothing is counted twice.
+            if "shared_rows" in state:
+                rows = state["shared_rows"]
+                self.w_in[rows], self.w_out[rows] = state["shared_rows_in"], state["shared_rows_out"]
+                self.vocab.counts[rows] = state["shared_rows_counts"]
+            elif "shared_in" in state:  # a snapshot from before the sparse base: full tables
+                self.w_in[:n], self.w_out[:n] = state["shared_in"], state["shared_out"]
+                self.vocab.counts[:n] = state["shared_counts"]
             else:  # a model that never shared: all of it is news to the others
-                self._changed[:n] = 1
+                zero = np.zeros((n, self.config.dim), dtype=np.float32)
+                every = np.arange(n)
+                self._base.keep(every, zero, zero, np.zeros(n))
 
     def item_ids(self, rows: npt.NDArray[np.int64] | list[int]) -> list[str]:
         ids = self.vocab.ids

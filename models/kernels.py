@@ -6,7 +6,8 @@ the negatives drawn from the cumulative unigram**power table (the row
 ``np.searchsorted(..., side="right")`` would give, found through a guide table), one
 sequential SGD step per pair (word2vec's: the output rows are updated as they are visited,
 the input row once at the end of its pair), and the bookkeeping of which output rows
-changed (for the index refresh) and of every row changed (for model sharing).
+changed (for the index refresh) and of what every changed row was when last shared (for
+model sharing).
 
 Randomness comes from a splitmix64 generator whose state lives in a one-element ``uint64``
 array owned by the caller, so a model is deterministic for its seed and two models never
@@ -152,6 +153,26 @@ def _mark(row: int, mask: np.ndarray, stack: np.ndarray, top: np.ndarray) -> Non
 
 
 @_compiled()
+def keep_base(row: int, w_in: np.ndarray, w_out: np.ndarray, counts: np.ndarray, slot: np.ndarray,
+              b_rows: np.ndarray, b_in: np.ndarray, b_out: np.ndarray, b_counts: np.ndarray,
+              b_top: np.ndarray) -> None:
+    """Before ``row`` first changes after a share, copy it (both vectors and its count) into
+    the next free slot of the base buffers (``b_*[:b_top[0]]``): what it was when last
+    shared. A row that has a slot keeps it; an empty ``slot`` means no sharing (no-op).
+    The caller leaves room for every row one call can touch."""
+    if slot.shape[0] == 0 or slot[row] >= 0:
+        return
+    s = b_top[0]
+    slot[row] = s
+    b_rows[s] = row
+    for j in range(w_in.shape[1]):
+        b_in[s, j] = w_in[row, j]
+        b_out[s, j] = w_out[row, j]
+    b_counts[s] = counts[row]
+    b_top[0] = s + 1
+
+
+@_compiled()
 def learn_click(
     w_in: np.ndarray,
     w_out: np.ndarray,
@@ -174,21 +195,30 @@ def learn_click(
     mask: np.ndarray,
     stack: np.ndarray,
     top: np.ndarray,
-    changed: np.ndarray,
+    slot: np.ndarray,
+    b_rows: np.ndarray,
+    b_in: np.ndarray,
+    b_out: np.ndarray,
+    b_counts: np.ndarray,
+    b_top: np.ndarray,
 ) -> float:
-    """Train one click on ``target`` from ``ctx[:n_fresh]`` (rows of the earlier items, at
-    ``dist`` clicks back) plus ``replay_pairs`` pairs replayed from the ring, in place.
+    """Count one click on ``target`` and train it from ``ctx[:n_fresh]`` (rows of the earlier
+    items, at ``dist`` clicks back) plus ``replay_pairs`` pairs replayed from the ring, in place.
 
     ``params`` = (learning_rate, min_learning_rate, distance_power). ``ring_state`` =
     (pairs held, next slot). The replayed pairs are sampled before the fresh ones are pushed.
     Output rows changed (and ``target``, whose count moved) are marked in ``mask`` and
-    appended to ``stack[:top[0]]`` once each; every row written (input or output side, and
-    ``target``) is set in ``changed``, the mask model sharing takes its deltas from.
+    appended to ``stack[:top[0]]`` once each; every row written (input or output side) is
+    first kept as it was in the base buffers (``keep_base``), which model sharing takes its
+    deltas against.
     Returns the summed loss of the click's pairs
     (0.0 when there was nothing to learn from: no replay either, as without context).
     """
+    track = slot.shape[0] > 0
+    if track and slot[target] < 0:
+        keep_base(target, w_in, w_out, counts, slot, b_rows, b_in, b_out, b_counts, b_top)
+    counts[target] += 1.0
     _mark(target, mask, stack, top)
-    changed[target] = 1
     if n_fresh == 0:
         return 0.0
     lr0 = params[0]
@@ -238,9 +268,13 @@ def learn_click(
             if r == t:
                 r = draw_one(cum, guide, n_build, rng)
             rows[k] = r
+        if track:  # the test first: a call with ten arrays costs more than the check
+            if slot[a] < 0:
+                keep_base(a, w_in, w_out, counts, slot, b_rows, b_in, b_out, b_counts, b_top)
+            for k in range(1 + n_neg):
+                if slot[rows[k]] < 0:
+                    keep_base(rows[k], w_in, w_out, counts, slot, b_rows, b_in, b_out, b_counts, b_top)
         loss += pair_step(w_in, w_out, a, rows, lr, grad)
-        changed[a] = 1
         for k in range(1 + n_neg):
             _mark(rows[k], mask, stack, top)
-            changed[rows[k]] = 1
     return loss

@@ -186,7 +186,8 @@ def bench_replay(train_path: str, test_path: str, k: int = 20) -> list[dict[str,
     from streams.settings import Settings
 
     train, test = read_sessions_tsv(train_path), read_sessions_tsv(test_path)
-    settings = Settings.from_env(partitions=1, index_background_writes=False)  # reproducible
+    # Reproducible, and one model with no other copies to share with.
+    settings = Settings.from_env(partitions=1, index_background_writes=False, share_interval_s=0.0)
     engine = Engine(settings.session_config(), settings.recommender_config(), k=k)
     offline_lists: dict[tuple[str, int], list[str]] = {}
 

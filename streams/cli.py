@@ -22,7 +22,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from streams.settings import Settings
 
     # Index writes in line with the clicks: a replay must give the same figures every run.
-    settings = Settings.from_env(index_background_writes=False,
+    # One model, no other copies: nothing to share (no base kept for sharing).
+    settings = Settings.from_env(index_background_writes=False, share_interval_s=0.0,
                                  **({"seed": args.seed} if args.seed is not None else {}))
     train = read_sessions_tsv(args.train)
     test = read_sessions_tsv(args.test)

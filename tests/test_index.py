@@ -28,7 +28,9 @@ def test_recall_against_brute_force_after_a_stream_of_updates(space: str) -> Non
     centers = rng.normal(size=(topics, dim)).astype(np.float32)
     topic = rng.integers(0, topics, n)
     table = np.zeros((n, dim), dtype=np.float32)
-    index = VectorIndex(dim, IndexConfig(space=space, initial_capacity=64, drift_tol=0.05, exact_below=0))
+    # bulk_piece: compactions rebuild their graphs in several pieces.
+    index = VectorIndex(dim, IndexConfig(space=space, initial_capacity=64, drift_tol=0.05, exact_below=0,
+                                         bulk_piece=97))
     for step in range(150):
         live = min(n, 10 * (step + 1))
         rows = np.unique(rng.integers(0, live, 40))
@@ -75,6 +77,31 @@ def test_a_bulk_write_on_several_threads_finds_what_exact_search_finds() -> None
     assert len(index) == n and index.inserts == n
     queries = centers[rng.integers(0, topics, 40)] + 0.5 * rng.normal(size=(40, dim)).astype(np.float32)
     assert _recall(index, table, queries) >= 0.95
+
+
+def test_a_bulk_write_in_pieces_builds_the_graphs_one_write_would() -> None:
+    """A bulk write goes in pieces (bounded temporaries) into graphs sized for all of it:
+    same elements, no capacity to spare, and the same recall as exact search."""
+    rng = np.random.default_rng(6)
+    dim, n = 12, 2500
+    direction = rng.normal(size=(n, dim))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    norm = np.where(np.arange(n) < 2000, rng.uniform(1.6, 2.2, n), rng.uniform(0.5, 6.0, n))
+    table = (direction * norm[:, None]).astype(np.float32)  # one band of 2,000+, a few small
+    whole = VectorIndex(dim, IndexConfig(exact_below=0, bulk_rows=10**9))
+    pieces = VectorIndex(dim, IndexConfig(exact_below=0, bulk_rows=1000, bulk_piece=300))
+    staged = VectorIndex(dim, IndexConfig(exact_below=0, bulk_rows=1000, bulk_piece=700))
+    assert whole.refresh(table, np.arange(n)) == pieces.refresh(table, np.arange(n)) == n
+    assert staged.write(*staged.stage(table, np.arange(n))) == n  # the background writer's way
+    queries = table[rng.integers(0, n, 50)] + 0.3 * rng.normal(size=(50, dim)).astype(np.float32)
+    for index in (pieces, staged):
+        assert index.bands == whole.bands > 1 and len(index) == n
+        for b, g in whole._graphs.items():
+            mine = index._graphs[b]
+            assert mine.live == g.live
+            assert mine.hnsw.get_max_elements() == max(mine.live, 1024)  # sized once, exactly
+        assert max(g.live for g in index._graphs.values()) > 2000
+        assert _recall(index, table, queries) >= 0.95
 
 
 def test_a_vector_that_changes_band_is_found_once() -> None:

@@ -92,10 +92,10 @@ def test_learner_is_deterministic_for_its_seed_and_tracks_changed_rows() -> None
     a, b, c = _train(1), _train(1), _train(2)
     assert np.array_equal(a.w_in, b.w_in) and np.array_equal(a.w_out, b.w_out)
     assert not np.array_equal(a.w_out, c.w_out)
-    rows = a.take_dirty()
+    rows = a.take_dirty().tolist()
     assert rows == sorted(set(rows)) and rows
     # Every row whose output vector is non-zero was reported (they all start at zero).
     assert set(np.flatnonzero(np.abs(a.w_out[: len(a)]).sum(axis=1) > 0).tolist()) <= set(rows)
-    assert a.take_dirty() == []
+    assert a.take_dirty().size == 0
     a.learn("i1", ["i2"])
     assert a.row("i1") in a.take_dirty()

@@ -132,13 +132,13 @@ def test_every_changed_vector_is_in_the_index_after_a_refresh() -> None:
     fresh = _train(CFG, sessions)
     n = len(fresh.vectors)
     assert len(fresh.index) == n
-    assert fresh.index.select_stale(fresh._keys, np.arange(n)).size == 0
+    assert fresh.index.select_stale(fresh.keys, np.arange(n)).size == 0
     budget = Recommender(RecommenderConfig(item2vec=CFG.item2vec, index_writes_per_click=0.1))
     for items in sessions:
         for pos, item in enumerate(items):
             budget.learn(item, items[:pos])
             budget.refresh()
-    assert budget.index.select_stale(budget._keys, np.arange(len(budget.vectors))).size > 0
+    assert budget.index.select_stale(budget.keys, np.arange(len(budget.vectors))).size > 0
 
 
 def test_background_writes_index_what_inline_writes_do() -> None:
@@ -153,8 +153,8 @@ def test_background_writes_index_what_inline_writes_do() -> None:
     assert not background.writing
     n = len(background.vectors)
     assert len(background.index) == n == len(inline.vectors)
-    assert background.index.select_stale(background._keys, np.arange(n)).size == 0
-    np.testing.assert_array_equal(background._keys[:n], inline._keys[:n])
+    assert background.index.select_stale(background.keys, np.arange(n)).size == 0
+    np.testing.assert_array_equal(background.keys[np.arange(n)], inline.keys[np.arange(n)])
     probes = [s[:2] for s in sessions[:40]]
     assert [background.recommend(p, 10).items for p in probes] == \
         [inline.recommend(p, 10).items for p in probes]

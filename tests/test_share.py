@@ -141,13 +141,59 @@ def test_restoring_a_shared_snapshot_drops_only_what_was_not_shared() -> None:
     assert set(fresh.share().ids) == set(solo.vocab.ids)
 
 
-def test_a_direct_table_write_reported_by_touch_is_shared() -> None:
+def test_a_direct_table_write_announced_by_will_write_is_shared() -> None:
     vec = ItemVectors(CFG)
     learn(vec, ["a", "b"])
     vec.share()
     row = vec.row("a")
     assert row is not None
+    vec.will_write(np.array([row]))
     vec.w_out[row] += 1.0
-    vec.touch(np.array([row]))
     delta = vec.share(min_drift=0.01)
     assert delta.ids == ["a"] and np.allclose(delta.d_out, 1.0)
+    # A write every copy already has (a preload) reaches the index but is not shared.
+    vec.will_write(np.array([row]), share=False)
+    vec.w_out[row] += 1.0
+    assert len(vec.share()) == 0 and row in vec.take_dirty()
+
+
+def test_the_shared_base_holds_only_the_rows_changed_since_the_last_share() -> None:
+    """The copy of what was last shared is kept per changed row, not for the whole table."""
+    vec = ItemVectors(CFG)
+    for s in sessions(8, 300, items=2000):
+        learn(vec, s)
+    vec.share()
+    assert vec._base.n == 0
+    before_in, before_out = vec.w_in[: len(vec)].copy(), vec.w_out[: len(vec)].copy()
+    learn(vec, vec.vocab.ids[:3])  # known items: no new rows
+    moved = np.flatnonzero((vec.w_in[: len(vec)] != before_in).any(axis=1)
+                           | (vec.w_out[: len(vec)] != before_out).any(axis=1))
+    kept = vec._base.rows[: vec._base.n]
+    assert set(moved.tolist()) <= set(kept.tolist()) and len(kept) <= vec._base_room * 3
+    # What the base holds for each kept row is the row as it was before the click.
+    np.testing.assert_array_equal(vec._base.w_out[: vec._base.n], before_out[kept])
+    assert len(vec.share()) == len(kept) and vec._base.n == 0
+
+
+def test_a_snapshot_with_full_shared_tables_still_restores() -> None:
+    """Snapshots written before the base was kept per row carry whole shared tables."""
+    a = ItemVectors(CFG)
+    for s in sessions(9, 40):
+        learn(a, s)
+    a.share()
+    for s in sessions(10, 5):
+        learn(a, s)
+    state = a.state()
+    n = len(a)
+    rows = state.pop("shared_rows")
+    full: dict[str, np.ndarray] = {"shared_in": a.w_in[:n].copy(), "shared_out": a.w_out[:n].copy(),
+            "shared_counts": a.vocab.counts[:n].copy()}
+    full["shared_in"][rows] = state.pop("shared_rows_in")
+    full["shared_out"][rows] = state.pop("shared_rows_out")
+    full["shared_counts"][rows] = state.pop("shared_rows_counts")
+    old, new = ItemVectors(CFG), ItemVectors(CFG)
+    old.restore({**state, **full})
+    new.restore(a.state())
+    np.testing.assert_array_equal(old.w_out[:n], new.w_out[:n])
+    np.testing.assert_array_equal(old.vocab.counts[:n], new.vocab.counts[:n])
+    assert len(old.share()) == len(new.share()) == 0
