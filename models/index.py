@@ -36,6 +36,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -173,14 +174,15 @@ class _Graph:
             grown[: len(self.row_of_label)] = self.row_of_label
             self.row_of_label = grown
 
-    def add(self, rows: IntArray, vecs: FloatArray) -> IntArray:
-        """Insert ``vecs`` as new elements for ``rows``; returns their labels."""
+    def add(self, rows: IntArray, vecs: FloatArray, bulk: bool = False) -> IntArray:
+        """Insert ``vecs`` as new elements for ``rows`` (on every core when part of a bulk
+        write, or ``bulk_rows`` or more); returns their labels."""
         n = len(rows)
         need = self.next_label + n
         self.reserve(need)
         labels = np.arange(self.next_label, need, dtype=np.int64)
         bulk_rows, bulk_threads = self.bulk
-        self.hnsw.add_items(vecs, labels, num_threads=bulk_threads if n >= bulk_rows else 1)
+        self.hnsw.add_items(vecs, labels, num_threads=bulk_threads if bulk or n >= bulk_rows else 1)
         self.row_of_label[labels] = rows
         if self.vecs is not None:
             if need > self.exact_limit:
@@ -394,20 +396,24 @@ class VectorIndex:
         The lock is taken per ``write_chunk`` rows, so a query waits for at most one chunk
         of inserts, not the whole write. A bulk write (``bulk_rows`` or more) inserts on every
         core, in pieces of ``bulk_piece`` rows into graphs sized for the whole write up front."""
-        rows = np.asarray(labels, dtype=np.int64)
+        return self._write(np.asarray(labels, dtype=np.int64), lambda part: vecs[part], self._band_of(vecs))
+
+    def _write(self, rows: IntArray, vecs_of: Callable[[slice], FloatArray], band: IntArray) -> int:
+        """``write`` with the vectors read a piece at a time (``vecs_of(part)``: the vectors
+        of ``rows[part]``), and compactions checked once, after the last piece."""
         if rows.size == 0:
             return 0
         t0 = time.perf_counter()
         self._ensure_rows(int(rows.max()) + 1)
-        band = self._band_of(vecs)
         touched: set[int] = set()
         step = max(1, self.config.write_chunk)
-        if rows.size >= self.config.bulk_rows:
+        bulk = rows.size >= self.config.bulk_rows
+        if bulk:
             step = max(1, self.config.bulk_piece)
             self._reserve(band)
         for lo in range(0, rows.size, step):
             part = slice(lo, lo + step)
-            self._write_locked(rows[part], vecs[part], band[part], touched)
+            self._write_locked(rows[part], vecs_of(part), band[part], touched, bulk)
         for b in sorted(touched):
             g = self._graphs.get(b)
             if g is not None and g.deleted > self.config.compact_ratio * max(g.live, 1):
@@ -428,7 +434,8 @@ class VectorIndex:
                 else:
                     g.reserve(g.next_label + int(c))
 
-    def _write_locked(self, rows: IntArray, vecs: FloatArray, band: IntArray, touched: set[int]) -> None:
+    def _write_locked(self, rows: IntArray, vecs: FloatArray, band: IntArray, touched: set[int],
+                      bulk: bool = False) -> None:
         """One chunk of ``write``: old elements marked deleted, new ones added, under the lock."""
         present = self._label[rows] >= 0
         with self._lock:
@@ -441,7 +448,7 @@ class VectorIndex:
                 g = self._graphs.get(b)
                 if g is None:
                     g = self._graphs[b] = self._new_graph(b, int(mine.sum()))
-                self._label[rows[mine]] = g.add(rows[mine], self._lift(vecs[mine], g.radius))
+                self._label[rows[mine]] = g.add(rows[mine], self._lift(vecs[mine], g.radius), bulk)
                 touched.add(b)
             self._indexed[rows] = vecs  # what small bands are answered from
             self._band[rows] = band
@@ -481,13 +488,10 @@ class VectorIndex:
         piece = max(1, self.config.bulk_piece)
         if stale.size <= piece:
             return self.write(stale, np.ascontiguousarray(table[stale], dtype=np.float32))
-        t0 = time.perf_counter()
-        parts = [stale[lo : lo + piece] for lo in range(0, stale.size, piece)]
-        self._reserve(np.concatenate([self._band_of(table[p]) for p in parts]))
-        for p in parts:
-            self.write(p, np.ascontiguousarray(table[p], dtype=np.float32))
-        self.last_refresh_s = time.perf_counter() - t0
-        return int(stale.size)
+        band = np.concatenate([self._band_of(table[stale[lo : lo + piece]])
+                               for lo in range(0, stale.size, piece)])
+        return self._write(stale, lambda part: np.ascontiguousarray(table[stale[part]], dtype=np.float32),
+                           band)
 
     def query(
         self, q: FloatArray, k: int, fallback: FloatArray | None = None

@@ -243,6 +243,12 @@ class SharedBase:
         self.w_in[:m], self.w_out[:m] = self.w_in[idx], self.w_out[idx]
         self.slot[self.rows[:m]] = np.arange(m)
         self.top[0] = m
+        if self.cap > 4 * max(2 * m, 1024):  # a burst (a long gap between shares) is over
+            cap = max(2 * m, 1024)
+            self.rows, self.counts = self.rows[:cap].copy(), self.counts[:cap].copy()
+            self.w_in, self.w_out = self.w_in[:cap].copy(), self.w_out[:cap].copy()
+            self.cap = cap
+            self.arrays = self._arrays()
 
     def _arrays(self) -> tuple[IntArray, IntArray, FloatArray, FloatArray, npt.NDArray[np.float64], IntArray]:
         return self.slot, self.rows, self.w_in, self.w_out, self.counts, self.top
@@ -366,7 +372,8 @@ class ItemVectors:
     def will_write(self, rows: IntArray, share: bool = True) -> None:
         """Call *before* writing ``rows`` of the tables or counts directly: their change then
         reaches the index at the next ``take_dirty`` and, with ``share``, the other copies at
-        the next ``share`` (without: a state every copy already has, such as a preload)."""
+        the next ``share`` (without: a state every copy already has, such as a preload; a
+        row with a pending change of its own still sends the write with it)."""
         if share:
             self._base.keep(rows, self.w_in, self.w_out, self.vocab.counts)
         self._mark_for_index(rows)

@@ -247,7 +247,9 @@ class Recommender:
         budget = self.config.index_writes_per_click
         limit = math.ceil(budget * max(clicks, 1)) if budget > 0 else None
         rows = self.vectors.take_dirty()
-        if not self.config.background_writes:
+        if not self.config.background_writes or len(rows) > self.index.config.bulk_piece:
+            # In line, and for a bulk write (a restore) in pieces: staging it all for the
+            # writer thread would copy every vector at once.
             return self.index.refresh(self.keys, rows, limit)
         staged = self.index.stage(self.keys, rows, limit)
         if len(staged[0]) == 0:

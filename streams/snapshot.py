@@ -20,11 +20,17 @@ import numpy.typing as npt
 from models.recommender import Recommender, RecommenderConfig
 
 log = logging.getLogger("sessionrec")
-FILENAME = "model.npz"
+FILENAME = "model-v2.npz"
+"""v2 keeps the shared base per changed row (``shared_rows*``). A version before it would
+take such a snapshot for a model that never shared and send all of it to the other workers
+as news (doubling every vector), so v2 goes under a name older versions do not read: after
+a rollback they start from their own last snapshot and replay the deltas after it."""
+OLDER = ("model.npz",)
+"""Names earlier versions wrote, read when there is no current one (an upgrade)."""
 
 
 def save(state: dict[str, npt.NDArray[Any]], directory: Path) -> Path:
-    """Write ``state`` (from ``Recommender.state()``) to ``directory/model.npz`` atomically."""
+    """Write ``state`` (from ``Recommender.state()``) to ``directory/FILENAME`` atomically."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / FILENAME
     tmp = directory / (FILENAME + ".tmp")
@@ -38,10 +44,12 @@ def save(state: dict[str, npt.NDArray[Any]], directory: Path) -> Path:
 
 
 def read(directory: Path) -> dict[str, npt.NDArray[Any]] | None:
-    """The arrays of ``directory``'s snapshot; None when there is none or it is unreadable."""
-    path = directory / FILENAME
-    if not path.exists():
+    """The arrays of ``directory``'s snapshot (the current name first, then the ``OLDER``
+    ones); None when there is none or it is unreadable."""
+    found = [directory / name for name in (FILENAME, *OLDER) if (directory / name).exists()]
+    if not found:
         return None
+    path = found[0]
     try:
         with np.load(path, allow_pickle=False) as f:
             return dict(f)

@@ -334,3 +334,22 @@ def test_warm_up_leaves_no_kernel_for_the_first_clicks_to_compile() -> None:
     (the check sees them)."""
     assert _kernels_compiled_by_clicks(warm=True) == {}
     assert _kernels_compiled_by_clicks(warm=False) != {}
+
+
+def test_an_upgrade_reads_the_snapshot_an_earlier_version_wrote(tmp_path: Path) -> None:
+    """The snapshot moved to a new name (v2); the old name is read when no v2 exists, and
+    the v2 one wins once written."""
+    from streams import snapshot
+
+    model = Recommender(RecommenderConfig(item2vec=Item2VecConfig(dim=8)))
+    for s in (["a", "b", "c"], ["b", "c"]):
+        for pos, item in enumerate(s):
+            model.learn(item, s[:pos])
+    np.savez(tmp_path / snapshot.OLDER[0], **model.state())
+    assert snapshot.FILENAME not in snapshot.OLDER
+    old = snapshot.read(tmp_path)
+    assert old is not None and int(old["clicks_learned"][0]) == 5
+    model.learn("d", ["c"])
+    snapshot.save(model.state(), tmp_path)
+    new = snapshot.read(tmp_path)
+    assert new is not None and int(new["clicks_learned"][0]) == 6

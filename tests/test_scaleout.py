@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from streams import snapshot
 from streams.local import LocalStack
 from streams.produce import make_producer
 from streams.watch import read_records
@@ -99,7 +100,7 @@ def test_a_sigkill_mid_stream_loses_no_click_and_no_session(stack: LocalStack) -
     items = [f"k{i}" for i in range(25)]
     rounds = clicks("v", 60, 12, items, time.time() - 3600)
     send_and_answer(stack, producer, rounds[:4])
-    wait_for(lambda: (w2.data_dir / "model.npz").exists(), 30, "a snapshot")
+    wait_for(lambda: (w2.data_dir / snapshot.FILENAME).exists(), 30, "a snapshot")
     known = w2.metric("sessionrec_vocabulary_items")
 
     os.killpg(w2.proc.pid, signal.SIGKILL)  # mid-stream: the next rounds are on their way

@@ -173,6 +173,14 @@ def test_the_shared_base_holds_only_the_rows_changed_since_the_last_share() -> N
     # What the base holds for each kept row is the row as it was before the click.
     np.testing.assert_array_equal(vec._base.w_out[: vec._base.n], before_out[kept])
     assert len(vec.share()) == len(kept) and vec._base.n == 0
+    # A long gap between shares grows the buffers; the share after it gives the room back.
+    for s in sessions(11, 3000, items=20_000):
+        learn(vec, s)
+    grown = vec._base.cap
+    vec.share()
+    assert grown > 4096 and vec._base.cap == 1024
+    learn(vec, vec.vocab.ids[:3])  # and learning goes on with the smaller buffers
+    assert 0 < vec._base.n <= 3 * vec._base_room
 
 
 def test_a_snapshot_with_full_shared_tables_still_restores() -> None:
