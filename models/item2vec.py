@@ -409,12 +409,13 @@ class ItemVectors:
         if not base.tracking:
             raise ValueError("share needs Item2VecConfig(shared=True)")
         n = base.n
-        order = np.argsort(base.rows[:n], kind="stable")  # deltas go out in row order
-        rows = base.rows[:n][order]
-        base_in, base_out = base.w_in[:n][order], base.w_out[:n][order]
+        # Rows in the order they first changed (merging adds, so order does not matter);
+        # the base is read in place, not gathered.
+        rows = base.rows[:n].copy()
+        base_in, base_out = base.w_in[:n], base.w_out[:n]
         d_in = self.w_in[rows] - base_in
         d_out = self.w_out[rows] - base_out
-        d_counts = self.vocab.counts[rows] - base.counts[:n][order]
+        d_counts = self.vocab.counts[rows] - base.counts[:n]
         send = np.ones(n, dtype=bool)
         if min_drift > 0 and n:
             moved = np.sqrt(np.einsum("nd,nd->n", d_in, d_in) + np.einsum("nd,nd->n", d_out, d_out))
@@ -422,9 +423,7 @@ class ItemVectors:
                            + np.einsum("nd,nd->n", base_out, base_out))
             send = (moved > min_drift * (size + 1e-6)) | (d_counts != 0)
             rows, d_in, d_out, d_counts = rows[send], d_in[send], d_out[send], d_counts[send]
-        pending = np.zeros(n, dtype=bool)
-        pending[order] = ~send
-        base.keep_only(pending)
+        base.keep_only(~send)
         return VectorDelta(self.item_ids(rows), d_in, d_out, d_counts.astype(np.float32))
 
     def merge(self, delta: VectorDelta) -> IntArray:
