@@ -174,9 +174,9 @@ class Recommender:
             self.popularity = grown
 
     # -- several copies of one model ------------------------------------------------------
-    def share(self, min_drift: float = 0.0) -> VectorDelta:
+    def share(self, min_drift: float = 0.0, max_wait: int = 0) -> VectorDelta:
         """What this copy learned since it last shared (``ItemVectors.share``)."""
-        return self.vectors.share(min_drift)
+        return self.vectors.share(min_drift, max_wait)
 
     def merge(self, delta: VectorDelta) -> int:
         """Add another copy's learning: vectors, counts, and its clicks to the popularity the

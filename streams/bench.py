@@ -154,7 +154,7 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
         rec_t += t5 - t4
         per_batch[bi] = t5 - t0
         if shares and t5 - last_share >= settings.share_interval_s:
-            model.share(settings.share_min_drift)
+            model.share(settings.share_min_drift, settings.share_max_wait)
             last_share = perf()
             share_t += last_share - t5
         i = lo + batch - 1

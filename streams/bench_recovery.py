@@ -38,7 +38,7 @@ def bench_recovery(sizes: tuple[int, ...] = (100_000, 1_000_000), clicks: int = 
         if config.item2vec.shared:
             # As a worker has done within its last share interval: a restore goes on from what
             # was shared (ItemVectors.restore), so an unshared model would come back empty.
-            model.share(settings.share_min_drift)
+            model.share(settings.share_min_drift, settings.share_max_wait)
         directory = Path(tempfile.mkdtemp(prefix="sessionrec-recovery-"))
         try:
             t0 = time.perf_counter()

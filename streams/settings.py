@@ -7,6 +7,7 @@ so the offline replay uses the same defaults as the worker.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -73,6 +74,16 @@ class Settings:
     its model to itself; with several workers each then serves a different model)."""
     share_min_drift: float = 0.01
     """Vectors that moved by less (relative) wait for a later delta, where their change adds up."""
+    share_max_wait_s: float = 60.0
+    """A vector held back by ``share_min_drift`` goes out after this long anyway (0: never),
+    which bounds what a worker keeps to compute its deltas."""
+
+    @property
+    def share_max_wait(self) -> int:
+        """``share_max_wait_s`` in shares (0: no limit)."""
+        if self.share_max_wait_s <= 0 or self.share_interval_s <= 0:
+            return 0
+        return max(1, math.ceil(self.share_max_wait_s / self.share_interval_s))
     # Sessions
     session_gap_s: float = 1800.0
     late_tolerance_s: float = 3600.0

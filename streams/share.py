@@ -200,7 +200,7 @@ class ModelSharing:
         is nothing new, or before this worker has caught up with the others)."""
         if not self.enabled or not self.caught_up():
             return []
-        delta = model.share(self.settings.share_min_drift)
+        delta = model.share(self.settings.share_min_drift, self.settings.share_max_wait)
         if not len(delta):
             return []
         dim = model.vectors.config.dim

@@ -205,3 +205,28 @@ def test_a_snapshot_with_full_shared_tables_still_restores() -> None:
     np.testing.assert_array_equal(old.w_out[:n], new.w_out[:n])
     np.testing.assert_array_equal(old.vocab.counts[:n], new.vocab.counts[:n])
     assert len(old.share()) == len(new.share()) == 0
+
+
+def test_a_row_held_back_by_the_drift_floor_goes_out_after_max_wait_shares() -> None:
+    """Tiny moves wait, but not for ever: the base kept for them stays bounded."""
+    a, b = ItemVectors(CFG), ItemVectors(Item2VecConfig(**{**CFG.__dict__, "seed": 1}))
+    for s in sessions(12, 200):
+        learn(a, s)
+    b.merge(a.share())
+    row = a.row(a.vocab.ids[0])
+    assert row is not None
+    a.will_write(np.array([row]))
+    a.w_out[row] *= np.float32(1.001)  # far under the 5% floor
+    item = a.vocab.ids[0]
+    for _ in range(4):
+        assert item not in a.share(min_drift=0.05, max_wait=4).ids
+    assert a._base.n == 1 and a._base.held[0] == 4
+    sent = a.share(min_drift=0.05, max_wait=4)
+    assert item in sent.ids and a._base.n == 0  # held back 4 times: it goes
+    b.merge(sent)
+    same_model(a, b)
+    # Without a limit it would still be waiting.
+    a.will_write(np.array([row]))
+    a.w_out[row] *= np.float32(1.001)
+    for _ in range(6):
+        assert item not in a.share(min_drift=0.05).ids
