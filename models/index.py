@@ -348,9 +348,8 @@ class VectorIndex:
         r_all = np.asarray(rows, dtype=np.int64)
         self._ensure_rows(int(r_all.max()) + 1 if r_all.size else 0)
         new_parts = [np.zeros(0, dtype=np.int64)]
-        piece = max(1, self.config.bulk_piece)
-        for lo in range(0, r_all.size, piece):
-            r = r_all[lo : lo + piece]
+        for part in self._pieces(r_all.size):
+            r = r_all[part]
             cur = table[r]
             norm = np.linalg.norm(cur, axis=1)
             present = self._label[r] >= 0
@@ -423,6 +422,11 @@ class VectorIndex:
         self.last_refresh_at = time.time()
         return int(rows.size)
 
+    def _pieces(self, size: int) -> list[slice]:
+        """``range(size)`` in slices of ``bulk_piece`` (a bulk operation's unit)."""
+        piece = max(1, self.config.bulk_piece)
+        return [slice(lo, lo + piece) for lo in range(0, size, piece)]
+
     def _reserve(self, band: IntArray) -> None:
         """Size each band's graph for inserting one vector per entry of ``band`` (a bulk
         write in pieces then grows each graph once, with no capacity to spare)."""
@@ -472,8 +476,7 @@ class VectorIndex:
                 del self._graphs[band]
             return
         graph = self._new_graph(band, 2 * len(rows))
-        piece = max(1, self.config.bulk_piece)
-        parts = [rows[lo : lo + piece] for lo in range(0, rows.size, piece)]
+        parts = [rows[part] for part in self._pieces(rows.size)]
         labels = np.concatenate([graph.add(p, self._lift(self._indexed[p], graph.radius)) for p in parts])
         with self._lock:
             self._graphs[band] = graph
@@ -485,11 +488,9 @@ class VectorIndex:
         refresh reads ``table`` one ``bulk_piece`` at a time, so no copy of every stale
         vector is made at once (a restore at 1M items rewrites everything)."""
         stale = self.select_stale(table, rows, limit)
-        piece = max(1, self.config.bulk_piece)
-        if stale.size <= piece:
+        if stale.size <= max(1, self.config.bulk_piece):
             return self.write(stale, np.ascontiguousarray(table[stale], dtype=np.float32))
-        band = np.concatenate([self._band_of(table[stale[lo : lo + piece]])
-                               for lo in range(0, stale.size, piece)])
+        band = np.concatenate([self._band_of(table[stale[part]]) for part in self._pieces(stale.size)])
         return self._write(stale, lambda part: np.ascontiguousarray(table[stale[part]], dtype=np.float32),
                            band)
 

@@ -215,6 +215,10 @@ class SharedBase:
         cap = max(len(self.rows), 1)
         while cap < need:
             cap *= 2
+        self._resize(cap)
+
+    def _resize(self, cap: int) -> None:
+        """Every slot buffer to ``cap`` slots (the first ``n`` are kept)."""
         self.rows, self.counts = _grown(self.rows, cap), _grown(self.counts, cap)
         self.w_in, self.w_out = _grown(self.w_in, cap), _grown(self.w_out, cap)
         self.held = _grown(self.held, cap)
@@ -251,12 +255,7 @@ class SharedBase:
         self.slot[self.rows[:m]] = np.arange(m)
         self.top[0] = m
         if self.cap > 4 * max(2 * m, 1024):  # a burst (a long gap between shares) is over
-            cap = max(2 * m, 1024)
-            self.rows, self.counts = self.rows[:cap].copy(), self.counts[:cap].copy()
-            self.w_in, self.w_out = self.w_in[:cap].copy(), self.w_out[:cap].copy()
-            self.held = self.held[:cap].copy()
-            self.cap = cap
-            self.arrays = self._arrays()
+            self._resize(max(2 * m, 1024))
 
     def _arrays(self) -> tuple[IntArray, IntArray, FloatArray, FloatArray, npt.NDArray[np.float64], IntArray]:
         return self.slot, self.rows, self.w_in, self.w_out, self.counts, self.top
@@ -550,7 +549,7 @@ class ItemVectors:
 
 
 def _grown(a: npt.NDArray[Any], cap: int) -> npt.NDArray[Any]:
-    """``a`` with its first axis zero-padded to ``cap`` rows."""
+    """``a`` with its first axis zero-padded (or cut) to ``cap`` rows."""
     out = np.zeros((cap, *a.shape[1:]), dtype=a.dtype)
-    out[: len(a)] = a
+    out[: min(len(a), cap)] = a[:cap]
     return out
