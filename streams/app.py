@@ -40,6 +40,7 @@ app = faust.App(
     web_bind=settings.web_host,
     web_in_thread=False,
     consumer_auto_offset_reset="earliest",
+    producer_linger=settings.producer_linger_ms / 1000.0,
     broker_commit_every=1000,
     broker_commit_interval=1.0,
     broker_session_timeout=settings.group_session_timeout_s,

@@ -219,7 +219,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if not (args.path and args.test):
             print("scale needs TRAIN.tsv and --test TEST.tsv", file=sys.stderr)
             return 2
-        bench_scale(args.path, args.test, tuple(int(n) for n in args.workers.split(",")))
+        bench_scale(args.path, args.test, tuple(int(n) for n in args.workers.split(",")),
+                    tail_reader=args.tail_reader)
         return 0
     from streams.bench_e2e import bench_e2e
 
@@ -274,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "kafka-replay, scale: the training TSV")
     bn.add_argument("--test", help="kafka-replay, scale: the test TSV")
     bn.add_argument("--workers", default="1,2,3", help="scale: worker counts to run, one after another")
+    bn.add_argument("--tail-reader", action="store_true",
+                    help="scale: read suggestions while the workers run (loads the local broker)")
     bn.add_argument("--sizes", type=_counts, default=None, metavar="N[,N...]",
                     help="recovery: catalogue sizes (default 100000,1000000); "
                     "core --curve: (default 10000,100000,1000000)")
