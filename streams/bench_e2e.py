@@ -293,9 +293,13 @@ def bench_scale(train_path: str, test_path: str, workers: tuple[int, ...] = (1, 
                 "answered": len(lists),
                 "clicks_per_s": round((len(lists) - 1) / max((last - first) / 1000.0, 1e-9), 1),
                 **scores.as_dict(), "delta_items_merged": int(merged)}
-        if lines:
-            line["speedup_vs_1"] = round(line["clicks_per_s"] / lines[0]["clicks_per_s"], 3)
-            line[f"hr@{k}_ratio_vs_1"] = round(line[f"hr@{k}"] / max(lines[0][f"hr@{k}"], 1e-9), 4)
+        # Against the latest one-worker run before it (the first line if none was one worker):
+        # with --workers 1,2,1,2 each pair is measured side by side, as the machine's load drifts.
+        ones = [x for x in lines if x["workers"] == 1] or lines[:1]
+        if ones and n != 1:
+            base = ones[-1]
+            line["speedup_vs_1"] = round(line["clicks_per_s"] / base["clicks_per_s"], 3)
+            line[f"hr@{k}_ratio_vs_1"] = round(line[f"hr@{k}"] / max(base[f"hr@{k}"], 1e-9), 4)
         lines.append(line)
         print(orjson.dumps(line).decode(), flush=True)
     return lines

@@ -274,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("path", nargs="?", help="core: a session-rec TSV to use instead of synthetic; "
                     "kafka-replay, scale: the training TSV")
     bn.add_argument("--test", help="kafka-replay, scale: the test TSV")
-    bn.add_argument("--workers", default="1,2,3", help="scale: worker counts to run, one after another")
+    bn.add_argument("--workers", default="1,2,3", help="scale: worker counts to run, one after another "
+                    "(each compared with the latest 1 before it: 1,2,1,2 gives two side-by-side pairs)")
     bn.add_argument("--tail-reader", action="store_true",
                     help="scale: read suggestions while the workers run (loads the local broker)")
     bn.add_argument("--sizes", type=_counts, default=None, metavar="N[,N...]",
