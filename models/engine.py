@@ -7,6 +7,7 @@ caller (a Faust table, or a dict in the replay).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from models.recommender import Recommendation, Recommender, RecommenderConfig
@@ -60,9 +61,12 @@ class Engine:
         clock: float,
         now_wall: float = 0.0,
         recommend: bool = True,
+        learn_later: bool = False,
     ) -> ClickResult:
         """Apply a click. ``clock`` drives the index refresh cadence (event time in a replay,
-        monotonic wall time in the worker); ``watermark`` is the partition's event-time high."""
+        monotonic wall time in the worker); ``watermark`` is the partition's event-time high.
+        ``learn_later``: the caller learns the accepted click itself, with the rest of its
+        batch (``learn_many``), before it recommends."""
         new_state, outputs = step(state, click, self.session_config, watermark, now_wall)
         result = ClickResult(new_state, outputs)
         for out in outputs:
@@ -77,6 +81,8 @@ class Engine:
             elif isinstance(out, Accepted):
                 result.accepted = out
                 result.owed = True
+                if learn_later:
+                    continue
                 if self.learning:
                     result.loss = self.model.learn(click.item_id, out.context)
                 self.model.maybe_refresh(clock)
@@ -84,6 +90,13 @@ class Engine:
                     assert new_state.session is not None
                     result.recommendation = self.model.recommend(new_state.session.items, self.k)
         return result
+
+    def learn_many(self, clicks: Sequence[tuple[str, Sequence[str]]], clock: float) -> None:
+        """Learn the accepted clicks of a batch (item, context), in order, in one compiled
+        call, then refresh the index if due: what ``click`` does for each, at once."""
+        if self.learning and clicks:
+            self.model.learn_many(clicks)
+        self.model.maybe_refresh(clock)
 
     def sweep(
         self, state: VisitorState, watermark: float, now_wall: float | None = None

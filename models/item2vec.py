@@ -7,12 +7,13 @@ doubles), so a never-seen item can be learned and served at once without a resta
 One pass over a stream sees each transition once, which leaves rare transitions
 under-trained compared with an offline model run for many epochs. A bounded replay buffer of
 recent pairs gives every click a few extra SGD steps on pairs seen shortly before, in the
-same compiled call (``models.kernels.learn_click``), so the learner stays online and
+same compiled call (``models.kernels.learn_clicks``), so the learner stays online and
 one-pass over the stream while each pair gets several (decaying-in-time) looks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,11 @@ class Item2VecConfig:
     dim: int = 64
     window: int = 2
     negatives: int = 5
+    negative_pool: int = 20
+    """Negatives drawn once per click and shared by its pairs, ``negatives`` each in turn (0:
+    each pair draws its own). Measured on the validation split (HR@20 / MRR@20, seeds 0 and
+    1): .6734 / .6769 and .3694 / .3699 with a pool of 20, .6756 / .6762 and .3689 / .3689
+    drawing per pair, at 1.3-1.5x the learner's speed."""
     learning_rate: float = 0.05
     min_learning_rate: float = 0.05
     """The rate decays per item as 1/sqrt(count) towards this floor. Equal to the rate by
@@ -194,7 +200,7 @@ class SharedBase:
         self.held = np.zeros(self.cap, dtype=np.int64)
         """Shares each slot's row has been held back by the drift floor (0 for new slots)."""
         self.arrays = self._arrays()
-        """The arrays ``kernels.keep_base`` and ``kernels.learn_click`` take, in order (kept
+        """The arrays ``kernels.keep_base`` and ``kernels.learn_clicks`` take, in order (kept
         as one tuple: the learner passes them on every click)."""
 
     @property
@@ -293,9 +299,6 @@ class ItemVectors:
         """``shared``: what the rows changed since the last ``share`` were then."""
         self._base_room = 1 + (self.config.window + self.config.replay_pairs) * (2 + self.config.negatives)
         """The most rows one ``learn`` can change: each pair its input, target and negatives."""
-        w = max(self.config.window, 1)
-        self._ctx = np.zeros(w, dtype=np.int64)
-        self._dist = np.zeros(w, dtype=np.float64)
         self._params = np.array([self.config.learning_rate, self.config.min_learning_rate,
                                  self.config.distance_power], dtype=np.float64)
 
@@ -336,45 +339,75 @@ class ItemVectors:
     def learn(self, item_id: str, context: tuple[str, ...] | list[str]) -> float:
         """Train the click on ``item_id`` against the items before it (last ``window`` of them).
 
-        Each (earlier -> this) pair gets one SGD step with its own negatives, followed by
+        Each (earlier -> this) pair gets one SGD step against negatives, followed by
         ``replay_pairs`` pairs replayed from the buffer. Returns the summed loss of the
-        click's pairs, each taken just before its step (0.0 when there was nothing to learn
-        from).
+        click's own (not replayed) pairs, each taken just before its step: the loss on data
+        the model has not learned yet (0.0 when there was nothing to learn from).
         """
+        return float(self.learn_many([(item_id, context)])[0])
+
+    def learn_many(self, clicks: Sequence[tuple[str, Sequence[str]]]) -> npt.NDArray[np.float64]:
+        """``learn`` for each (item, context) in turn, in one compiled call; returns each
+        click's loss. The negatives table is rebuilt, when due, after the whole batch (a
+        click's own count is in the table from the next rebuild on, as with ``learn``)."""
         cfg = self.config
-        target = self.upsert(item_id)
-        vocab = self.vocab
-        base = self._base
-        if base.tracking and base.top[0] + self._base_room > base.cap:
-            base.reserve(self._base_room)
-        sampler = self.sampler
-        n_ctx = len(context)
-        ctx, dist = self._ctx, self._dist
-        p = 0
+        n = len(clicks)
+        window = cfg.window
+        w = max(window, 1)
+        # Plain lists, turned into arrays once: a numpy element write costs more than a list
+        # append, and this loop is most of what a click costs outside the compiled call.
+        targets: list[int] = []
+        ctx: list[int] = []
+        dist: list[int] = []
+        fresh: list[int] = []
         repeats = cfg.learn_repeats
-        for j in range(max(0, n_ctx - cfg.window), n_ctx):
-            c = context[j]
-            if repeats or c != item_id:
-                ctx[p] = self.upsert(c)
-                dist[p] = n_ctx - j
-                p += 1
-        replay = self.replay
-        n_pairs = p + (cfg.replay_pairs if p and cfg.replay_pairs and replay.state[0] else 0)
-        loss = kernels.learn_click(
-            self.w_in, self.w_out, vocab.counts, target, ctx, dist, p, self._params,
+        get, upsert = self.vocab.index.get, self.upsert
+        for item_id, context in clicks:
+            t = get(item_id)
+            targets.append(upsert(item_id) if t is None else t)
+            tail = context[-window:] if window else ()
+            p = 0
+            for back, c in zip(range(len(tail), 0, -1), tail, strict=True):
+                if repeats or c != item_id:
+                    r = get(c)
+                    ctx.append(upsert(c) if r is None else r)
+                    dist.append(back)
+                    p += 1
+            ctx.extend([0] * (w - p))
+            dist.extend([0] * (w - p))
+            fresh.append(p)
+        n_fresh = np.array(fresh, dtype=np.int64)
+        base = self._base
+        if base.tracking and base.top[0] + n * self._base_room > base.cap:
+            base.reserve(n * self._base_room)
+        sampler, replay = self.sampler, self.replay
+        losses = np.zeros(n, dtype=np.float64)
+        pairs = np.zeros(n, dtype=np.int64)
+        kernels.learn_clicks(
+            self.w_in, self.w_out, self.vocab.counts, np.array(targets, dtype=np.int64),
+            np.array(ctx, dtype=np.int64).reshape(n, w), np.array(dist, dtype=np.float64).reshape(n, w),
+            n_fresh, self._params,
             replay.inputs, replay.targets, replay.scales, replay.state, cfg.replay_pairs,
-            cfg.negatives, sampler._cum, sampler._guide, sampler._n_at_build, self._kernel_rng,
-            self._dirty_mask, self._dirty_rows, self._dirty_top, *base.arrays,
+            cfg.negatives, cfg.negative_pool, sampler._cum, sampler._guide, sampler._n_at_build,
+            self._kernel_rng, self._dirty_mask, self._dirty_rows, self._dirty_top, *base.arrays,
+            losses, pairs,
         )
-        # After the click is counted: a rebuild of the negatives table includes it.
-        sampler.observe(vocab.counts, len(vocab.ids))
-        if not p:
-            return 0.0
-        self.updates += n_pairs
-        self.version += 1
-        pair_loss = loss / n_pairs
-        self.loss_ema = pair_loss if self.updates == n_pairs else 0.99 * self.loss_ema + 0.01 * pair_loss
-        return float(loss)
+        # After the clicks are counted: a rebuild of the negatives table includes them.
+        sampler.observe(self.vocab.counts, len(self.vocab.ids), n)
+        learned = pairs > 0
+        m = int(learned.sum())
+        if m:
+            pair_loss = losses[learned] / n_fresh[learned]
+            if self.updates == 0:  # the first click that learned starts the average
+                self.loss_ema = float(pair_loss[0])
+                pair_loss = pair_loss[1:]
+            k = len(pair_loss)
+            # The exponential average of each click's pair loss in turn, in closed form.
+            decay = 0.99 ** np.arange(k - 1, -1, -1)
+            self.loss_ema = float(0.99**k * self.loss_ema + (0.01 * decay * pair_loss).sum())
+            self.updates += int(pairs.sum())
+            self.version += m
+        return losses
 
     def will_write(self, rows: IntArray, share: bool = True) -> None:
         """Call *before* writing ``rows`` of the tables or counts directly: their change then

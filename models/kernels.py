@@ -7,7 +7,12 @@ the negatives drawn from the cumulative unigram**power table (the row
 sequential SGD step per pair (word2vec's: the output rows are updated as they are visited,
 the input row once at the end of its pair), and the bookkeeping of which output rows
 changed (for the index refresh) and of what every changed row was when last shared (for
-model sharing).
+model sharing). ``learn_clicks`` runs it for a batch of clicks in one call.
+
+The negatives of one click are drawn once, as a small pool its pairs take turns from (the
+shared negatives of Ji et al., "Parallelizing Word2Vec in Shared and Distributed Memory",
+2016): a click's ~21 pairs then read ~20 random output rows for their negatives instead of
+~105. Those reads, cache misses on a large catalogue, were most of the learner's time.
 
 Randomness comes from a splitmix64 generator whose state lives in a one-element ``uint64``
 array owned by the caller, so a model is deterministic for its seed and two models never
@@ -114,11 +119,13 @@ def guide_table(cum: np.ndarray) -> np.ndarray:
 
 @_compiled(fastmath=_FASTMATH)
 def pair_step(
-    w_in: np.ndarray, w_out: np.ndarray, a: int, rows: np.ndarray, lr: float, grad: np.ndarray
+    w_in: np.ndarray, w_out: np.ndarray, a: int, rows: np.ndarray, lr: float, grad: np.ndarray,
+    with_loss: bool = True,
 ) -> float:
     """One SGD step for input row ``a`` against ``rows[0]`` (positive) and ``rows[1:]``
     (negatives), in place; ``grad`` is float32 scratch of length dim. Returns the pair's loss
-    before the step, -log s(u.v+) - sum log s(-u.v-)."""
+    before the step, -log s(u.v+) - sum log s(-u.v-) (``with_loss`` False: 0.0; its logs were
+    a third of a step's time)."""
     d = w_in.shape[1]
     for j in range(d):
         grad[j] = 0.0
@@ -131,10 +138,12 @@ def pair_step(
         x = min(max(float(s), -30.0), 30.0)
         sig = 1.0 / (1.0 + math.exp(-x))
         if k == 0:
-            loss -= math.log(sig + 1e-12)
+            if with_loss:
+                loss -= math.log(sig + 1e-12)
             g = np.float32((sig - 1.0) * lr)
         else:
-            loss -= math.log(1.0 - sig + 1e-12)
+            if with_loss:
+                loss -= math.log(1.0 - sig + 1e-12)
             g = np.float32(sig * lr)
         for j in range(d):
             grad[j] += g * w_out[r, j]
@@ -188,6 +197,7 @@ def learn_click(
     ring_state: np.ndarray,
     replay_pairs: int,
     n_neg: int,
+    pool: int,
     cum: np.ndarray,
     guide: np.ndarray,
     n_build: int,
@@ -207,12 +217,17 @@ def learn_click(
 
     ``params`` = (learning_rate, min_learning_rate, distance_power). ``ring_state`` =
     (pairs held, next slot). The replayed pairs are sampled before the fresh ones are pushed.
+    ``pool`` > 0: ``pool`` negatives are drawn once for the click and each pair takes
+    ``n_neg`` of them in turn (one that is the pair's own target is left out for that pair);
+    0: each pair draws its own ``n_neg``.
     Output rows changed (and ``target``, whose count moved) are marked in ``mask`` and
     appended to ``stack[:top[0]]`` once each; every row written (input or output side) is
     first kept as it was in the base buffers (``keep_base``), which model sharing takes its
     deltas against.
-    Returns the summed loss of the click's pairs
-    (0.0 when there was nothing to learn from: no replay either, as without context).
+    Returns the summed loss of the click's fresh pairs, each taken before its step: the
+    model's loss on data it has not learned yet (replayed pairs are not counted: they were
+    learned before, and their logs cost a third of the learner's time).
+    0.0 when there was nothing to learn from (no replay either, as without context).
     """
     track = slot.shape[0] > 0
     if track and slot[target] < 0:
@@ -253,9 +268,13 @@ def learn_click(
                 pos = 0
         ring_state[1] = pos
         ring_state[0] = min(held + n_fresh, size)
+    negs = np.empty(pool, dtype=np.int64)
+    for k in range(pool):
+        negs[k] = draw_one(cum, guide, n_build, rng)
     rows = np.empty(1 + n_neg, dtype=np.int64)
     grad = np.empty(w_in.shape[1], dtype=np.float32)
     loss = 0.0
+    turn = 0
     for i in range(n_pairs):
         a = p_in[i]
         t = p_tg[i]
@@ -263,18 +282,51 @@ def learn_click(
         lr = max(min_lr, lr0 / math.sqrt(c if c > 1.0 else 1.0))
         lr = float(np.float32(lr) * p_sc[i])
         rows[0] = t
-        for k in range(1, 1 + n_neg):
-            r = draw_one(cum, guide, n_build, rng)
-            if r == t:
+        m = 1
+        if pool > 0:
+            for _ in range(n_neg):
+                r = negs[turn]
+                turn = turn + 1 if turn + 1 < pool else 0
+                if r != t:
+                    rows[m] = r
+                    m += 1
+        else:
+            for _ in range(n_neg):
                 r = draw_one(cum, guide, n_build, rng)
-            rows[k] = r
+                if r == t:
+                    r = draw_one(cum, guide, n_build, rng)
+                rows[m] = r
+                m += 1
         if track:  # the test first: a call with ten arrays costs more than the check
             if slot[a] < 0:
                 keep_base(a, w_in, w_out, counts, slot, b_rows, b_in, b_out, b_counts, b_top)
-            for k in range(1 + n_neg):
+            for k in range(m):
                 if slot[rows[k]] < 0:
                     keep_base(rows[k], w_in, w_out, counts, slot, b_rows, b_in, b_out, b_counts, b_top)
-        loss += pair_step(w_in, w_out, a, rows, lr, grad)
-        for k in range(1 + n_neg):
+        loss += pair_step(w_in, w_out, a, rows[:m], lr, grad, i < n_fresh)
+        for k in range(m):
             _mark(rows[k], mask, stack, top)
     return loss
+
+
+@_compiled()
+def learn_clicks(
+    w_in: np.ndarray, w_out: np.ndarray, counts: np.ndarray, targets: np.ndarray, ctx: np.ndarray,
+    dist: np.ndarray, n_fresh: np.ndarray, params: np.ndarray, ring_in: np.ndarray, ring_tg: np.ndarray,
+    ring_sc: np.ndarray, ring_state: np.ndarray, replay_pairs: int, n_neg: int, pool: int,
+    cum: np.ndarray, guide: np.ndarray, n_build: int, rng: np.ndarray, mask: np.ndarray,
+    stack: np.ndarray, top: np.ndarray, slot: np.ndarray, b_rows: np.ndarray, b_in: np.ndarray,
+    b_out: np.ndarray, b_counts: np.ndarray, b_top: np.ndarray, losses: np.ndarray, pairs: np.ndarray,
+) -> None:
+    """``learn_click`` for each click ``i`` in turn (target ``targets[i]``, earlier items
+    ``ctx[i, :n_fresh[i]]`` at ``dist[i]``), writing its loss to ``losses[i]`` and its pair
+    count to ``pairs[i]``. One call per batch: the dispatch of ~30 arguments, not the
+    arithmetic, was most of what a click cost in Python."""
+    for i in range(targets.shape[0]):
+        held = ring_state[0]
+        n_rep = replay_pairs if (replay_pairs > 0 and held > 0) else 0
+        pairs[i] = n_fresh[i] + n_rep if n_fresh[i] > 0 else 0
+        losses[i] = learn_click(
+            w_in, w_out, counts, targets[i], ctx[i], dist[i], n_fresh[i], params, ring_in, ring_tg,
+            ring_sc, ring_state, replay_pairs, n_neg, pool, cum, guide, n_build, rng, mask, stack,
+            top, slot, b_rows, b_in, b_out, b_counts, b_top)

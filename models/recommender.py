@@ -151,21 +151,27 @@ class Recommender:
     # -- learning -------------------------------------------------------------------------
     def learn(self, item_id: str, context: tuple[str, ...] | list[str]) -> float:
         """Learn from one accepted click: vectors, and the popularity the fallback uses."""
-        loss = self.vectors.learn(item_id, context)
-        row = self.vectors.row(item_id)
-        assert row is not None
-        self._ensure_popularity(row + 1)
-        # Exponentially decayed counts without touching every item: grow the increment instead.
-        self._pop_scale *= self._pop_growth
-        if self._pop_scale > 1e100:
-            self.popularity /= self._pop_scale
-            self._pop_scale = 1.0
-            top = self._top  # the division may have made weights equal: order ties by row again
-            self._top = top[np.lexsort((top, -self.popularity[top]))]
-        self.popularity[row] += self._pop_scale
-        topk.bump_top(self._top_buf, self._top_n, self.popularity, row)
-        self.clicks_learned += 1
-        return loss
+        return float(self.learn_many([(item_id, context)])[0])
+
+    def learn_many(self, clicks: Sequence[tuple[str, Sequence[str]]]) -> npt.NDArray[np.float64]:
+        """``learn`` for each (item, context) in turn (``ItemVectors.learn_many``: one
+        compiled call); returns each click's loss."""
+        losses = self.vectors.learn_many(clicks)
+        index = self.vectors.vocab.index
+        self._ensure_popularity(len(self.vectors))
+        for item_id, _ in clicks:
+            row = index[item_id]
+            # Exponentially decayed counts without touching every item: grow the increment.
+            self._pop_scale *= self._pop_growth
+            if self._pop_scale > 1e100:
+                self.popularity /= self._pop_scale
+                self._pop_scale = 1.0
+                top = self._top  # the division may have made weights equal: order ties by row
+                self._top = top[np.lexsort((top, -self.popularity[top]))]
+            self.popularity[row] += self._pop_scale
+            topk.bump_top(self._top_buf, self._top_n, self.popularity, row)
+        self.clicks_learned += len(clicks)
+        return losses
 
     def _ensure_popularity(self, need: int) -> None:
         if need > len(self.popularity):

@@ -96,7 +96,8 @@ class ClickHandler:
                     ) -> list[Message]:
         """Messages from the clicks topic, in order -> messages to publish, in order.
 
-        Each click is decoded, sessioned and learned in turn; then one ``recommend_many``
+        Each click is decoded and sessioned in turn; the accepted ones are then learned, in
+        order, in one compiled call (``Engine.learn_many``); then one ``recommend_many``
         answers every click of the batch that is owed a suggestion, each from its own
         session as it stood after that click. A click that fails goes to the DLQ alone.
         """
@@ -107,6 +108,8 @@ class ClickHandler:
             except Exception as exc:  # noqa: BLE001 - one bad click must not stop the worker
                 log.exception("click at %s/%d/%d failed", inc.topic, inc.partition, inc.offset)
                 slots.append([self.failed(exc, inc)])
+        self._learn([s for s in slots if isinstance(s, _Owed) and s.accepted is not None], slots,
+                    time.monotonic() if clock is None else clock)
         owed = [s for s in slots if isinstance(s, _Owed)]
         recs: list[Recommendation | Exception] = []
         if owed:
@@ -129,6 +132,27 @@ class ClickHandler:
                 out.append(self._answer(slot, rec))
         return out
 
+    def _learn(self, accepted: list[_Owed], slots: list[list[Message] | _Owed], clock: float) -> None:
+        """Learn the batch's accepted clicks in one call. If that fails, each is learned alone,
+        and a click that fails then goes to the DLQ in its slot (the call fails in its
+        Python preparation, before any click is learned, so none is learned twice)."""
+        try:
+            self.engine.learn_many([(s.click.item_id, s.accepted.context) for s in accepted
+                                    if s.accepted is not None], clock)
+        except Exception:  # noqa: BLE001 - find the click, fail only it
+            log.exception("learning a batch of %d clicks failed; learning each alone", len(accepted))
+            for s in accepted:
+                assert s.accepted is not None
+                try:
+                    self.engine.learn_many([(s.click.item_id, s.accepted.context)], clock)
+                except Exception as exc:  # noqa: BLE001 - one bad click must not stop the worker
+                    slots[next(i for i, x in enumerate(slots) if x is s)] = [self.failed(exc, s.incoming)]
+        vec = self.engine.model.vectors
+        m.SGD_UPDATES.inc(vec.updates - self._updates_seen)
+        self._updates_seen = vec.updates
+        m.TRAINING_LOSS.set(vec.loss_ema)
+        self.index_watch.observe(self.engine.model, time.time())
+
     def _step(self, table: Table, inc: Incoming, clock: float | None) -> list[Message] | _Owed:
         """Everything for one click but its suggestion: messages, or what the suggestion needs."""
         key, value, topic, partition, offset = inc.key, inc.value, inc.topic, inc.partition, inc.offset
@@ -145,7 +169,7 @@ class ClickHandler:
         watermark = self.watermarks.get(partition, click.ts)
         res = self.engine.click(state, click, watermark,
                                 clock=time.monotonic() if clock is None else clock,
-                                now_wall=now, recommend=False)
+                                now_wall=now, recommend=False, learn_later=True)
         before: list[Message] = []
         for o in res.outputs:
             if isinstance(o, Duplicate):
@@ -166,11 +190,6 @@ class ClickHandler:
         d = res.state.to_dict()
         d["p"] = partition
         table[key] = d
-        vec = self.engine.model.vectors
-        m.SGD_UPDATES.inc(vec.updates - self._updates_seen)
-        self._updates_seen = vec.updates
-        m.TRAINING_LOSS.set(vec.loss_ema)
-        self.index_watch.observe(self.engine.model, time.time())
         # The session's items now: a later click of the same visitor in this batch changes
         # the session in place.
         return _Owed(inc, click, res.state, list(res.state.session.items), now, acc, before)

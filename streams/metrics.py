@@ -54,7 +54,8 @@ SESSION_LENGTH = Histogram("sessionrec_session_length_clicks", "Clicks per close
                            buckets=(1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233), registry=REGISTRY)
 SGD_UPDATES = Counter("sessionrec_sgd_updates", "Skip-gram pair updates applied.",
                       registry=REGISTRY)
-TRAINING_LOSS = Gauge("sessionrec_training_loss", "Exponentially smoothed SGNS loss per pair.",
+TRAINING_LOSS = Gauge("sessionrec_training_loss",
+                      "Exponentially smoothed SGNS loss per pair of a click, taken before it is learned.",
                       registry=REGISTRY)
 VOCABULARY = Gauge("sessionrec_vocabulary_items", "Items the model knows.", registry=REGISTRY)
 INDEX_ITEMS = Gauge("sessionrec_index_items", "Items in the HNSW index.", registry=REGISTRY)

@@ -102,6 +102,7 @@ class Settings:
     dim: int = 64
     window: int = 2
     negatives: int = 5
+    negative_pool: int = 20
     learning_rate: float = 0.3
     min_learning_rate: float = 0.03
     sampling_power: float = 0.75
@@ -204,6 +205,7 @@ class Settings:
                 dim=self.dim,
                 window=self.window,
                 negatives=self.negatives,
+                negative_pool=self.negative_pool,
                 learning_rate=self.learning_rate,
                 min_learning_rate=self.min_learning_rate,
                 power=self.sampling_power,

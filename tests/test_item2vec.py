@@ -83,3 +83,56 @@ def test_replay_adds_steps_per_click() -> None:
     assert vec.updates == 1  # nothing to replay yet
     vec.learn("c", ("b",))
     assert vec.updates == 1 + 1 + 3
+
+
+def _clicks(n: int, items: int, seed: int) -> list[tuple[str, tuple[str, ...]]]:
+    """``n`` clicks over ``items`` items, each with the (up to 3) items before it in a session
+    of 5 clicks."""
+    rng = np.random.default_rng(seed)
+    out: list[tuple[str, tuple[str, ...]]] = []
+    session: list[str] = []
+    for i in range(n):
+        if i % 5 == 0:
+            session = []
+        item = f"i{int(rng.zipf(1.5)) % items}"
+        out.append((item, tuple(session[-3:])))
+        session.append(item)
+    return out
+
+
+def test_learn_many_is_learn_in_turn() -> None:
+    # Within a stretch with no rebuild of the negatives table (the first 256 clicks after
+    # the first build), a batch learns exactly what the same clicks learned one by one do.
+    clicks = _clicks(200, 60, seed=4)
+    one, many = (ItemVectors(Item2VecConfig(dim=16, seed=5, shared=True)) for _ in range(2))
+    losses_one = [one.learn(item, ctx) for item, ctx in clicks]
+    losses_many = [many.learn(*clicks[0])]
+    for lo in range(1, len(clicks), 64):
+        losses_many.extend(many.learn_many(clicks[lo : lo + 64]).tolist())
+    np.testing.assert_allclose(losses_many, losses_one, rtol=1e-6)
+    n = len(one)
+    np.testing.assert_array_equal(many.w_in[:n], one.w_in[:n])
+    np.testing.assert_array_equal(many.w_out[:n], one.w_out[:n])
+    assert (many.updates, many.version) == (one.updates, one.version)
+    assert abs(many.loss_ema - one.loss_ema) < 1e-9 and one.loss_ema > 0
+    np.testing.assert_array_equal(many.take_dirty(), one.take_dirty())
+    a, b = one.share(), many.share()
+    assert a.ids == b.ids
+    np.testing.assert_array_equal(a.d_out, b.d_out)
+
+
+def test_negative_pool_bounds_the_rows_a_click_moves() -> None:
+    # One click of 1 fresh + 20 replayed pairs, 5 negatives each: from a pool of 3 it moves
+    # at most its 21 pairs' targets and the 3 pooled rows on the output side; drawn per pair
+    # (pool 0), its 105 negatives move far more rows of a 500-item catalogue.
+    moved = {}
+    for pool in (3, 0):
+        vec = ItemVectors(Item2VecConfig(dim=8, window=1, negatives=5, negative_pool=pool,
+                                         replay_pairs=20, seed=6))
+        for item, ctx in _clicks(2000, 500, seed=7):
+            vec.learn(item, ctx)
+        before = vec.w_out.copy()
+        vec.learn("i1", ("i2",))
+        moved[pool] = int(np.any(vec.w_out != before, axis=1).sum())
+    assert moved[3] <= 21 + 3
+    assert moved[0] > 40
