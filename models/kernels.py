@@ -40,14 +40,17 @@ _FASTMATH = {"reassoc", "contract"}
 
 
 def _compiled(**options: Any) -> Callable[[Callable[..., Any]], Any]:
-    """``njit(cache=True, nogil=True)``; without the on-disk cache when numba finds no
-    writable place for it (read-only install and no NUMBA_CACHE_DIR): compiled per process."""
+    """``njit(cache=True, nogil=True, error_model="numpy")``; without the on-disk cache when
+    numba finds no writable place for it (read-only install and no NUMBA_CACHE_DIR):
+    compiled per process. numpy's error model (a division by zero gives inf, it does not
+    raise) drops a check per division: a pair step ran 20% faster alone (545 -> 430 ns), and
+    no division here can be by zero (each is guarded or by 1 + exp(.))."""
 
     def wrap(fn: Callable[..., Any]) -> Any:
         try:
-            return njit(cache=True, nogil=True, **options)(fn)
+            return njit(cache=True, nogil=True, error_model="numpy", **options)(fn)
         except RuntimeError:
-            return njit(nogil=True, **options)(fn)
+            return njit(nogil=True, error_model="numpy", **options)(fn)
 
     return wrap
 
