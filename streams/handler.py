@@ -108,8 +108,7 @@ class ClickHandler:
             except Exception as exc:  # noqa: BLE001 - one bad click must not stop the worker
                 log.exception("click at %s/%d/%d failed", inc.topic, inc.partition, inc.offset)
                 slots.append([self.failed(exc, inc)])
-        self._learn([s for s in slots if isinstance(s, _Owed) and s.accepted is not None], slots,
-                    time.monotonic() if clock is None else clock)
+        self._learn(slots, time.monotonic() if clock is None else clock)
         owed = [s for s in slots if isinstance(s, _Owed)]
         recs: list[Recommendation | Exception] = []
         if owed:
@@ -132,21 +131,23 @@ class ClickHandler:
                 out.append(self._answer(slot, rec))
         return out
 
-    def _learn(self, accepted: list[_Owed], slots: list[list[Message] | _Owed], clock: float) -> None:
+    def _learn(self, slots: list[list[Message] | _Owed], clock: float) -> None:
         """Learn the batch's accepted clicks in one call. If that fails, each is learned alone,
         and a click that fails then goes to the DLQ in its slot (the call fails in its
         Python preparation, before any click is learned, so none is learned twice)."""
+        accepted = [(i, (s.click.item_id, s.accepted.context)) for i, s in enumerate(slots)
+                    if isinstance(s, _Owed) and s.accepted is not None]
         try:
-            self.engine.learn_many([(s.click.item_id, s.accepted.context) for s in accepted
-                                    if s.accepted is not None], clock)
+            self.engine.learn_many([click for _, click in accepted], clock)
         except Exception:  # noqa: BLE001 - find the click, fail only it
             log.exception("learning a batch of %d clicks failed; learning each alone", len(accepted))
-            for s in accepted:
-                assert s.accepted is not None
+            for i, click in accepted:
                 try:
-                    self.engine.learn_many([(s.click.item_id, s.accepted.context)], clock)
+                    self.engine.learn_many([click], clock)
                 except Exception as exc:  # noqa: BLE001 - one bad click must not stop the worker
-                    slots[next(i for i, x in enumerate(slots) if x is s)] = [self.failed(exc, s.incoming)]
+                    owed = slots[i]
+                    assert isinstance(owed, _Owed)
+                    slots[i] = [self.failed(exc, owed.incoming)]
         vec = self.engine.model.vectors
         m.SGD_UPDATES.inc(vec.updates - self._updates_seen)
         self._updates_seen = vec.updates
