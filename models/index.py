@@ -537,19 +537,16 @@ class VectorIndex:
         hn = np.zeros(nq, dtype=np.int64)
         try:
             qq = topk.sq_norms(q0) if lifted else None
+            # One memory layout for any batch: numba compiles a kernel per layout, and one
+            # query alone (a single row, contiguous) would otherwise get another compilation
+            # that sums its products in another order than the batch's.
+            q0c = np.ascontiguousarray(q0)
             for g in self._graphs.values():
                 if not g.live:
                     continue
                 if inner and g.vecs is not None:  # small graph: products beat a walk
-                    # One matrix-vector product per query (not one matrix product for all):
-                    # BLAS then gives a query the same floats whatever the batch around it.
                     n = g.next_label
-                    vecs = g.vecs[:n]
-                    dist = np.empty((nq, n), dtype=np.float32)
-                    for b in range(nq):
-                        dist[b] = vecs @ q0[b]
-                    np.subtract(np.float32(1.0), dist, out=dist)
-                    topk.offer(dist, g.row_of_label[None, :n], hd, hr, hn)
+                    topk.offer_products(g.vecs[:n], g.row_of_label[:n], q0c, hd, hr, hn)
                     continue
                 rows, dist = g.search_many(q_idx, k)
                 if lifted:  # |q-x|^2 = |q|^2 + R^2 - 2 q.x  ->  1 - q.x

@@ -362,13 +362,8 @@ class Recommender:
     def score(
         self, q: FloatArray, rows: IntArray, seen: dict[int, int], q_out: FloatArray | None = None
     ) -> FloatArray:
-        """Exact scores of ``rows`` against the current vectors and counts."""
-        return self._score(q, rows, seen, q_out, rows_sorted=False)
-
-    def _score(self, q: FloatArray, rows: IntArray, seen: dict[int, int], q_out: FloatArray | None,
-               rows_sorted: bool) -> FloatArray:
-        """``score``; ``rows_sorted`` (ascending, unique) spares sorting them to find the
-        session's items among them."""
+        """Exact scores of ``rows`` against the current vectors and counts: the reference, in
+        numpy, for what ``recommend`` ranks by (``topk.rank`` computes the same per batch)."""
         cfg = self.config
         vec = self.vectors
         scores: FloatArray = vec.w_out[rows] @ q
@@ -377,16 +372,8 @@ class Recommender:
         if cfg.popularity_weight:
             scores += np.float32(cfg.popularity_weight) * np.log1p(vec.vocab.counts[rows]).astype(np.float32)
         if cfg.seen_boost and seen and len(rows):
-            # Look the few session items up among the rows (not each row up in ``seen``).
-            seen_rows = np.fromiter(seen.keys(), dtype=np.int64, count=len(seen))
-            if rows_sorted:
-                at = np.minimum(np.searchsorted(rows, seen_rows), len(rows) - 1)
-                hit = rows[at] == seen_rows
-                pos = at[hit]
-                ranks = np.fromiter(seen.values(), dtype=np.int64, count=len(seen))[hit]
-            else:
-                pos = np.flatnonzero(np.isin(rows, seen_rows))
-                ranks = np.asarray([seen[r] for r in rows[pos].tolist()], dtype=np.int64)
+            pos = np.flatnonzero(np.isin(rows, np.fromiter(seen.keys(), dtype=np.int64, count=len(seen))))
+            ranks = np.asarray([seen[r] for r in rows[pos].tolist()], dtype=np.int64)
             if pos.size:
                 boost = cfg.seen_boost * np.float64(cfg.seen_decay) ** ranks
                 scores[pos] += boost.astype(np.float32)
@@ -412,42 +399,52 @@ class Recommender:
             # No exact fallback while a write holds the index: the writer holds it for one
             # chunk at a time, and exact search over a large catalogue costs more than that.
             found = self.index.query_many(np.concatenate([q, pop_col], axis=1), cfg.candidates)
-            for j, i in enumerate(known):
-                out[i] = self._rank(sessions[i], parsed[i][2], found[j][0], q[j],
-                                    None if q_out is None else q_out[j], k, version)
+            ranked = self._rank_many(sessions, parsed, known, found, q, q_out, k)
+            for j, one in zip(known, ranked, strict=True):
+                out[j] = one
         for i, rec in enumerate(out):
             if rec is None:
                 exclude = set(sessions[i]) if cfg.exclude_seen else set()
                 out[i] = Recommendation(self._fill([], k, exclude), "fallback", version)
         return [r for r in out if r is not None]
 
-    def _rank(self, session_items: Sequence[str], seen: dict[int, int], labels: IntArray, q: FloatArray,
-              q_out: FloatArray | None, k: int, version: int) -> Recommendation:
-        """One session's list: the index's candidates plus its own items, re-scored exactly."""
+    def _rank_many(self, sessions: Sequence[Sequence[str]],
+                   parsed: list[tuple[list[int], list[float], dict[int, int]]], known: list[int],
+                   found: list[tuple[IntArray, npt.NDArray[np.float32]]], q: FloatArray,
+                   q_out: FloatArray | None, k: int) -> list[Recommendation]:
+        """The lists of the ``known`` sessions: each one's index candidates plus its own items,
+        re-scored exactly, in one compiled call for the batch (``topk.rank``)."""
         cfg = self.config
-        exclude = set(session_items) if cfg.exclude_seen else set()
-        if cfg.exclude_seen or not seen:
-            cand_rows = np.sort(labels)
-        else:
-            cand_rows = np.sort(np.concatenate([labels, np.fromiter(seen, dtype=np.int64, count=len(seen))]))
-        if cand_rows.size > 1:
-            cand_rows = cand_rows[np.concatenate([[True], cand_rows[1:] != cand_rows[:-1]])]
-        if cand_rows.size == 0:
-            return Recommendation(self._fill([], k, exclude), "fallback", version)
-        scores = self._score(q, cand_rows, seen, q_out, rows_sorted=True)
-        order = np.argsort(-scores, kind="stable")  # rows ascending already: ties by row
-        ranked: list[tuple[str, float]] = []
-        ids = self.vectors.vocab.ids
-        top_rows = cand_rows[order[: k + len(exclude)]].tolist()
-        top_scores = scores[order[: k + len(exclude)]].tolist()
-        for r, sc in zip(top_rows, top_scores, strict=True):
-            item = ids[r]
-            if item in exclude:
+        vec = self.vectors
+        nq = len(known)
+        labels = np.full((nq, max((len(r) for r, _ in found), default=0)), -1, dtype=np.int64)
+        for j, (r, _) in enumerate(found):
+            labels[j, : len(r)] = r
+        seens = [parsed[i][2] for i in known]
+        seen_start = np.zeros(nq + 1, dtype=np.int64)
+        np.cumsum([len(s) for s in seens], out=seen_start[1:])
+        seen_rows = np.fromiter((r for s in seens for r in s), dtype=np.int64, count=int(seen_start[-1]))
+        ranks = np.fromiter((n for s in seens for n in s.values()), dtype=np.int64, count=len(seen_rows))
+        boost = (cfg.seen_boost * np.float64(cfg.seen_decay) ** ranks).astype(np.float32)
+        rows = np.empty((nq, k), dtype=np.int64)
+        scores = np.empty((nq, k), dtype=np.float32)
+        got = np.empty(nq, dtype=np.int64)
+        topk.rank(vec.w_in, vec.w_out, vec.vocab.counts, q, q if q_out is None else q_out,
+                  cfg.reverse_weight if q_out is not None else 0.0, cfg.popularity_weight, labels,
+                  seen_rows, boost, seen_start, cfg.exclude_seen, rows, scores, got)
+        ids = vec.vocab.ids
+        version = vec.version
+        out: list[Recommendation] = []
+        for j, i in enumerate(known):
+            exclude = set(sessions[i]) if cfg.exclude_seen else set()
+            n = int(got[j])
+            if n < 0:  # no candidate at all
+                out.append(Recommendation(self._fill([], k, exclude), "fallback", version))
                 continue
-            ranked.append((item, sc))
-            if len(ranked) >= k:
-                break
-        return Recommendation(self._fill(ranked, k, exclude), "model", version)
+            top = zip(rows[j, :n].tolist(), scores[j, :n].tolist(), strict=True)
+            ranked = [(ids[r], sc) for r, sc in top]
+            out.append(Recommendation(self._fill(ranked, k, exclude), "model", version))
+        return out
 
     def _fill(
         self, ranked: list[tuple[str, float]], k: int, exclude: set[str]
