@@ -537,16 +537,14 @@ class VectorIndex:
         hn = np.zeros(nq, dtype=np.int64)
         try:
             qq = topk.sq_norms(q0) if lifted else None
-            # One memory layout for any batch: numba compiles a kernel per layout, and one
-            # query alone (a single row, contiguous) would otherwise get another compilation
-            # that sums its products in another order than the batch's.
-            q0c = np.ascontiguousarray(q0)
             for g in self._graphs.values():
                 if not g.live:
                     continue
                 if inner and g.vecs is not None:  # small graph: products beat a walk
                     n = g.next_label
-                    topk.offer_products(g.vecs[:n], g.row_of_label[:n], q0c, hd, hr, hn)
+                    # ``q_idx`` whole (not ``q0``, a strided view): one memory layout, so
+                    # one compiled version, for a batch and a single query alike.
+                    topk.offer_products(g.vecs[:n], g.row_of_label[:n], q_idx, hd, hr, hn)
                     continue
                 rows, dist = g.search_many(q_idx, k)
                 if lifted:  # |q-x|^2 = |q|^2 + R^2 - 2 q.x  ->  1 - q.x

@@ -92,33 +92,41 @@ def offer(dists: np.ndarray, rows: np.ndarray, hd: np.ndarray, hr: np.ndarray, h
 
 
 @_compiled(fastmath={"reassoc", "contract"})
+def _dot(a: np.ndarray, b: np.ndarray) -> np.float32:
+    """float32 dot product over ``a``'s length; reassociation lets it run in SIMD lanes, and
+    being one compiled function it sums in the same order for a query whatever the batch
+    around it."""
+    s = np.float32(0.0)
+    for j in range(a.shape[0]):
+        s += a[j] * b[j]
+    return s
+
+
+@_compiled()
 def offer_products(vecs: np.ndarray, rows: np.ndarray, q: np.ndarray, hd: np.ndarray, hr: np.ndarray,
                    hn: np.ndarray) -> None:
     """``offer`` the exact distance ``1 - vecs[j] . q[b]`` of every vector ``j`` whose row
-    ``rows[j]`` is >= 0 to heap ``b``, for every query ``b``: a small band answered without
-    its graph. One compiled loop sums each product (reassociation lets it run in SIMD lanes),
-    in the same order for a query whatever the batch. Measured per query against a BLAS
-    matrix-vector product per query followed by ``offer``: 50-60 against 65-70 us at 1,000
-    vectors, about 100 against 210-340 at 4,000, 64 queries (scratch microbenchmark, medians
-    of 7). Splitting this loop in two (products into a buffer, then the heap) measured
-    slower. ``q`` must be C-contiguous whatever its length: numba compiles one version per
-    memory layout, and a single query given as a contiguous row of a wider array got its own
+    ``rows[j]`` is >= 0 to heap ``b``, for every query ``b`` (``q`` may have more columns than
+    ``vecs``: they are not read): a small band answered without its graph. Measured per
+    query against a BLAS matrix-vector product per query followed by ``offer``: 50-60
+    against 65-70 us at 1,000 vectors, about 100 against 210-340 at 4,000, 64 queries
+    (scratch microbenchmark, medians of 7). Splitting this loop in two (products into a
+    buffer, then the heap) measured slower. ``q`` must have one memory layout whatever its
+    length (the index passes its C-contiguous query array): numba compiles one version per
+    layout, and a single query given as a contiguous row of a wider array got its own
     version, which summed in another order than the batch's (a test caught it)."""
     k = hd.shape[1]
-    nq, dim = q.shape
     one = np.float32(1.0)
-    for b in range(nq):
+    for b in range(q.shape[0]):
         hdb = hd[b]
         hrb = hr[b]
+        qb = q[b]
         n = hn[b]
         for j in range(vecs.shape[0]):
             r = rows[j]
             if r < 0:
                 continue
-            s = np.float32(0.0)
-            for t in range(dim):
-                s += vecs[j, t] * q[b, t]
-            d = one - s
+            d = one - _dot(vecs[j], qb)
             if n < k or _worse(hdb[0], hrb[0], d, r):  # most vectors lose to the worst kept
                 n = _push(hdb, hrb, n, k, d, r)
         hn[b] = n
@@ -208,16 +216,6 @@ def weighted_means(
     return out
 
 
-@_compiled(fastmath={"reassoc", "contract"})
-def _dot(a: np.ndarray, b: np.ndarray) -> np.float32:
-    """float32 dot product; reassociation lets it run in SIMD lanes, and being one compiled
-    function it sums in the same order for a query whatever the batch around it."""
-    s = np.float32(0.0)
-    for j in range(a.shape[0]):
-        s += a[j] * b[j]
-    return s
-
-
 @_compiled()
 def rank(w_in: np.ndarray, w_out: np.ndarray, counts: np.ndarray, q: np.ndarray, q_out: np.ndarray,
          reverse_weight: float, popularity_weight: float, labels: np.ndarray,
@@ -237,21 +235,19 @@ def rank(w_in: np.ndarray, w_out: np.ndarray, counts: np.ndarray, q: np.ndarray,
     pw = np.float32(popularity_weight)
     for b in range(labels.shape[0]):
         s0, s1 = seen_start[b], seen_start[b + 1]
+        cand = np.empty(labels.shape[1] + s1 - s0, dtype=np.int64)
         m = 0
         for j in range(labels.shape[1]):
-            m += labels[b, j] >= 0
-        extra = 0 if exclude_seen else s1 - s0
-        cand = np.empty(m + extra, dtype=np.int64)
-        i = 0
-        for j in range(labels.shape[1]):
             if labels[b, j] >= 0:
-                cand[i] = labels[b, j]
-                i += 1
-        for j in range(extra):
-            cand[m + j] = seen_rows[s0 + j]
-        cand.sort()
+                cand[m] = labels[b, j]
+                m += 1
+        if not exclude_seen:
+            for p in range(s0, s1):
+                cand[m] = seen_rows[p]
+                m += 1
+        cand = np.sort(cand[:m])
         u = 0
-        for j in range(cand.shape[0]):
+        for j in range(m):
             if u == 0 or cand[j] != cand[u - 1]:
                 cand[u] = cand[j]
                 u += 1
