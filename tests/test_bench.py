@@ -7,6 +7,8 @@ beside them, recall a fraction, the curve's plot written."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,41 @@ def test_curve_preloads_each_size_and_plots(tmp_path: Path, capsys: pytest.Captu
     ratio = float(lines[1]["clicks_per_s"]) / float(lines[0]["clicks_per_s"])
     assert lines[1]["curve_ratio_vs_smallest"] == pytest.approx(ratio, abs=1e-3)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+WARM_THEN_RUN = """
+import json, numba
+from dataclasses import replace
+from models import kernels, topk
+from models.recommender import warm_up
+from streams.bench import load_stream, run_core
+from streams.settings import Settings
+
+def compiled():
+    return {f"{m.__name__}.{n}": len(d.signatures) for m in (kernels, topk)
+            for n, d in vars(m).items() if isinstance(d, numba.core.registry.CPUDispatcher)}
+
+settings = Settings.from_env(dim=16, seed=0)
+warm_up(settings.recommender_config(), k=20)
+before = compiled()
+stream = load_stream(None, 600, 300, 0)
+for batch in (1, 8):
+    run_core(stream, replace(settings, share_interval_s=0.01), batch=batch)
+print(json.dumps({"before": before, "after": compiled()}))
+"""
+
+
+def test_warm_up_compiles_every_kernel_the_timed_loop_calls() -> None:
+    """`bench core` (and the worker) call ``warm_up`` before the first click: a kernel the
+    click path reaches with a type warm_up did not use would be compiled inside the timed
+    loop (13 s on a fresh clone), counted as per-click time. Fresh process: kernels compiled
+    by earlier tests cannot hide a gap."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", WARM_THEN_RUN], cwd=root, capture_output=True,
+                         text=True, check=True, timeout=600)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["before"], "no compiled kernels found"
+    assert seen["after"] == seen["before"]
 
 
 def test_plot_needs_the_curve(tmp_path: Path) -> None:
