@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator, MutableMapping
-from typing import Any
+from typing import Any, cast
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,6 +22,7 @@ from streams import metrics as m
 from streams import snapshot
 from streams.credentials import faust_credentials
 from streams.handler import ClickHandler, Incoming, Message
+from streams.outbox import Outbox, Record
 from streams.settings import Settings
 from streams.share import ModelSharing
 from streams.transport import consumer_urls
@@ -77,12 +78,20 @@ class SessionsTable(MutableMapping[bytes, dict]):
 
     def __setitem__(self, key: bytes, value: dict) -> None:
         self.table.data[key] = value
-        self.table.send_changelog(int(value["p"]), key, value)
+        self._log(int(value["p"]), key, value, self.table.value_serializer)
 
     def __delitem__(self, key: bytes) -> None:
         value = self.table.data.pop(key)
         if value is not None and int(value.get("p", -1)) >= 0:
-            self.table.send_changelog(int(value["p"]), key, None, value_serializer="raw")
+            self._log(int(value["p"]), key, None, "raw")
+
+    def _log(self, partition: int, key: bytes, value: dict | None, value_serializer: Any) -> None:
+        """The changelog record Faust's ``send_changelog`` would send (its own serialisation),
+        put in the outbox with the batch's other messages."""
+        topic = self.table.changelog_topic
+        k, headers = topic.prepare_key(key, self.table.key_serializer)
+        v, headers = topic.prepare_value(value, value_serializer, headers=headers)
+        outbox.put(Record(topic.get_topic_name(), k, v, list(headers or []) or None, partition))
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.table.data)
@@ -91,6 +100,9 @@ class SessionsTable(MutableMapping[bytes, dict]):
         return len(self.table.data)
 
 
+# Faust's aiokafka producer (made at start) and its partitioner (a None key: a random one).
+outbox = Outbox(lambda: cast(Any, app.producer)._ensure_producer(),
+                lambda topic, key: cast(Any, app.producer).key_partition(topic, key).partition)
 sessions = SessionsTable(sessions_by_visitor)
 
 
@@ -118,16 +130,16 @@ def arrival_time(msg: Any) -> float:
 
 
 async def publish(messages: list[Message]) -> None:
-    """Hand messages to the producer's buffer without waiting for each send.
-
-    ``send_soon`` queues the message and returns; Faust flushes the producer before it
-    commits input offsets, so a click is never committed before what it produced is sent
-    (at-least-once holds) while the agent goes on to the next click.
-    """
+    """Hand messages, with the changelog writes made before them, to the producer in one
+    record batch per topic partition (``streams.outbox``), without waiting for delivery:
+    Faust flushes the producer before it commits input offsets, so a click is never
+    committed before what it produced is sent (at-least-once) while the agent goes on."""
     for msg in messages:
-        outputs[msg.topic].send_soon(key=msg.key, value=msg.value, headers=msg.headers)
+        outbox.put(Record(msg.topic, msg.key, msg.value, msg.headers))
+    await outbox.flush()
+    sent = time.time()
+    for msg in messages:
         if msg.click_arrived is not None:
-            sent = time.time()
             m.REC_LATENCY.observe(max(0.0, sent - msg.click_arrived))
             if msg.event_ts is not None:
                 m.EVENT_TO_REC.observe(max(0.0, sent - msg.event_ts))
@@ -156,6 +168,8 @@ async def recommend_next(stream: Any) -> None:
     """Clicks, a batch at a time: each is dead-lettered, dropped as a duplicate, or learned
     in turn; then one index query answers the batch (``handler.handle_many``)."""
     await catch_up_model()
+    for topic in outputs.values():  # the outbox sends through aiokafka, which declares nothing
+        await topic.maybe_declare()
     async for events in stream.take_events(settings.batch_max, settings.batch_wait_s):
         batch = [Incoming(e.key, e.value, e.message.topic, e.message.partition, e.message.offset,
                           arrival_time(e.message)) for e in events if current(e.message)]

@@ -1,0 +1,92 @@
+"""The outbox on the real broker: what it sends arrives, each record on the partition the
+producer's own partitioner gives its key (or the one asked), in the order it was put, with
+its headers, across batches that overflow aiokafka's batch size."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streams.local import LocalStack
+from streams.outbox import Outbox, Record
+from streams.watch import read_records
+
+pytestmark = pytest.mark.broker
+
+
+def create_topics(address: str, names: list[str], partitions: int) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=address)
+    try:
+        admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    finally:
+        admin.close()
+
+
+async def send_all(address: str, records: list[Record], flushes: int) -> dict[tuple[str, bytes | None], int]:
+    """Put ``records`` in ``flushes`` rounds; returns the partition the producer's
+    partitioner gives each keyed record (what ``send`` without a partition would use)."""
+    producer = AIOKafkaProducer(bootstrap_servers=address, max_batch_size=4096, linger_ms=5)
+    await producer.start()
+    try:
+        def partition_of(topic: str, key: bytes | None) -> int:
+            part: int = producer._partition(topic, None, None, None, key, None)
+            return part
+
+        outbox = Outbox(lambda: producer, partition_of)
+        expected: dict[tuple[str, bytes | None], int] = {}
+        for r in records:
+            await producer.client._wait_on_metadata(r.topic)
+            if r.key is not None and r.partition is None:
+                expected[(r.topic, r.key)] = partition_of(r.topic, r.key)
+        step = -(-len(records) // flushes)
+        for lo in range(0, len(records), step):
+            for r in records[lo : lo + step]:
+                outbox.put(r)
+            await outbox.flush()
+        assert outbox.pending == []
+        await producer.flush()
+        return expected
+    finally:
+        await producer.stop()
+
+
+def test_records_arrive_in_order_on_their_partitions(stack: LocalStack) -> None:
+    create_topics(stack.address, ["outbox-a", "outbox-b"], partitions=4)
+    records: list[Record] = []
+    for i in range(600):
+        topic = "outbox-a" if i % 3 else "outbox-b"
+        value = f"{i:05d}".encode() + b"x" * 200  # 600 x 200 B: several 4 KiB batches each
+        if i % 50 == 0:
+            records.append(Record(topic, None, value, [("reason", b"no-key")]))
+        elif i % 7 == 0:
+            records.append(Record(topic, f"v{i % 11}".encode(), value, partition=i % 4))
+        else:
+            records.append(Record(topic, f"v{i % 11}".encode(), value))
+    expected = asyncio.run(send_all(stack.address, records, flushes=5))
+
+    got: dict[str, list[Any]] = {}
+    for topic in ("outbox-a", "outbox-b"):
+        n = sum(1 for r in records if r.topic == topic)
+        got[topic] = list(read_records(stack.address, topic, until=lambda c, n=n: c >= n, timeout=60))
+        assert len(got[topic]) == n
+    for topic, rows in got.items():
+        by_part: dict[int, list[int]] = defaultdict(list)
+        for r in rows:
+            i = int(r.value[:5])
+            sent = records[i]
+            assert (r.key, r.value) == (sent.key, sent.value)
+            assert [(k, bytes(v)) for k, v in r.headers] == list(sent.headers or [])
+            if sent.partition is not None:
+                assert r.partition == sent.partition
+            elif sent.key is not None:
+                assert r.partition == expected[(topic, sent.key)]
+            by_part[r.partition].append(i)
+        for part, order in by_part.items():  # read in offset order per partition
+            assert order == sorted(order), f"{topic}/{part} out of put order"
