@@ -88,8 +88,9 @@ class DeltaReader:
         from kafka import TopicPartition
 
         s = self.settings
+        options = {**s.kafka_options(), "fetch_max_wait_ms": s.deltas_fetch_max_wait_ms}
         consumer = assigned_consumer(s.broker_address, s.model_deltas_topic, from_beginning=True,
-                                     options={**s.kafka_options(), "fetch_max_wait_ms": s.fetch_max_wait_ms})
+                                     options=options)
         for p, offset in self.start_offsets.items():
             consumer.seek(TopicPartition(s.model_deltas_topic, p), offset)
         parts = consumer.assignment()

@@ -20,7 +20,7 @@ def assigned_consumer(address: str, topic: str, from_beginning: bool = True,
 
     # A short fetch wait: the local broker holds an empty fetch for most of it (500 ms by
     # default) even when data arrives meanwhile, and readers here watch live topics (the
-    # worker's delta reader passes its SESSIONREC_FETCH_MAX_WAIT_MS in ``options``).
+    # worker's delta reader passes its SESSIONREC_DELTAS_FETCH_MAX_WAIT_MS in ``options``).
     consumer = KafkaConsumer(bootstrap_servers=address, enable_auto_commit=False,
                              group_id=None, consumer_timeout_ms=500,
                              **{"fetch_max_wait_ms": 100, **(options or {})})
