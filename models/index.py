@@ -18,6 +18,11 @@ the point and measured 15-20x slower than an insertion. Deleted elements stay in
 as routing nodes; once they outnumber ``compact_ratio`` times a graph's live ones, that
 graph is rebuilt from the indexed vectors on the writer's thread, off the lock, and swapped in.
 
+A band with few elements has no hnswlib graph at all: it keeps its vectors in an array and
+answers by exact products (``exact_below``), which costs less than a walk at that size,
+and a write to it is an array copy instead of an hnswlib insertion. When it outgrows that
+size its graph is built, like a compaction, off the lock, and swapped in.
+
 Inner-product search (``mips``, the default) is split by vector norm into bands (norm
 ranging, Yan et al., NeurIPS 2018): band ``b`` holds the vectors with norm in
 ``(floor * ratio**(b-1), floor * ratio**b]``, in its own graph, searched as L2 over vectors
@@ -67,10 +72,11 @@ class IndexConfig:
     query asks all of them; measured 1.25 / 1.5 / 2: recall .97 / .95 / .91 at ef 100)."""
     band_floor: float = 1.0
     """``mips``: the first band holds every vector with norm up to this."""
-    exact_below: int = 2048
-    """Graphs with at most this many elements (live and deleted) answer by exact search over
-    their vectors: one matrix-vector product costs less than a graph walk at that size
-    (measured 10-30 us against 70-180 us for a k=100 walk at ef 100)."""
+    exact_below: int = 16_384
+    """A band with at most this many elements (live and deleted) has no hnswlib graph: it is
+    searched by exact products over its vectors, and written by copying them. Past it the
+    band's graph is built (off the lock); a rebuilt band goes back to exact search when at
+    most half this many vectors are live. Not for ``cosine`` (always graphs)."""
     drift_tol: float = 0.05
     """Rewrite a row once it moved by more than this (relative L2). Small for callers that
     rank by the index's answer as is; a caller that re-scores the candidates against the
@@ -95,71 +101,80 @@ class IndexConfig:
 
 
 class _Graph:
-    """One hnswlib graph with its label <-> row maps (labels are never reused)."""
+    """One band: an hnswlib graph, or (``exact``) its vectors in an array searched by exact
+    products, with its label <-> row maps (labels are never reused)."""
 
     def __init__(self, dim: int, config: IndexConfig, capacity: int, radius: float,
-                 saved: npt.NDArray[np.uint8] | None = None) -> None:
+                 saved: npt.NDArray[np.uint8] | None = None, exact: bool = False) -> None:
         lifted = config.space == "mips"
         self.radius = radius
-        """Every vector written here is lifted to this norm (``mips``)."""
-        self.hnsw = hnswlib.Index(space="l2" if lifted else config.space, dim=dim + lifted)
-        if saved is None:
-            self.hnsw.init_index(
-                max_elements=capacity,
-                ef_construction=config.ef_construction,
-                M=config.m,
-                random_seed=config.seed,
-            )
-        else:  # hnswlib reads its own file back (``save_index``), deleted marks included
-            fd, path = tempfile.mkstemp(prefix="sessionrec-hnsw-")
-            os.close(fd)
-            try:
-                saved.tofile(path)
-                self.hnsw.load_index(path, max_elements=capacity)
-            finally:
-                os.unlink(path)
-        self.hnsw.set_ef(config.ef)
-        self.hnsw.set_num_threads(1)
+        """Every vector written to the graph is lifted to this norm (``mips``)."""
+        self.hnsw: hnswlib.Index | None = None
+        """None while the band is ``exact``."""
+        self.vecs: FloatArray | None = None
+        """Label -> the vector as given (not lifted): what an ``exact`` band is searched by."""
+        if exact:
+            self.vecs = np.zeros((capacity, dim), dtype=np.float32)
+        else:
+            self.hnsw = hnswlib.Index(space="l2" if lifted else config.space, dim=dim + lifted)
+            if saved is None:
+                self.hnsw.init_index(
+                    max_elements=capacity,
+                    ef_construction=config.ef_construction,
+                    M=config.m,
+                    random_seed=config.seed,
+                )
+            else:  # hnswlib reads its own file back (``save_index``), deleted marks included
+                fd, path = tempfile.mkstemp(prefix="sessionrec-hnsw-")
+                os.close(fd)
+                try:
+                    saved.tofile(path)
+                    self.hnsw.load_index(path, max_elements=capacity)
+                finally:
+                    os.unlink(path)
+            self.hnsw.set_ef(config.ef)
+            self.hnsw.set_num_threads(1)
         self.bulk = (config.bulk_rows, config.bulk_threads or len(os.sched_getaffinity(0)))
         self.row_of_label = np.full(capacity, -1, dtype=np.int64)
-        self.exact_limit = config.exact_below
-        self.vecs: FloatArray | None = np.zeros((min(capacity, max(self.exact_limit, 1)), dim),
-                                                dtype=np.float32)
-        """Label -> the vector as given (not lifted), for exact search while the graph has at
-        most ``exact_below`` elements; dropped (None) once it outgrows that."""
         self.next_label = 0
         self.deleted = 0
         self.live = 0
 
+    @property
+    def exact(self) -> bool:
+        return self.hnsw is None
+
     def state(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
-        """This graph as arrays: hnswlib's own serialisation (``save_index``) as bytes, and
-        the label maps. Caller holds the index lock."""
+        """This band as arrays: hnswlib's own serialisation (``save_index``) as bytes, or the
+        vectors of an ``exact`` band, and the label maps. Caller holds the index lock."""
+        n = self.next_label
+        meta = np.array([n, self.deleted, self.live, len(self.row_of_label)], dtype=np.int64)
+        out: dict[str, npt.NDArray[Any]] = {
+            prefix + "rows": self.row_of_label[:n].copy(), prefix + "meta": meta,
+            prefix + "radius": np.array([self.radius])}
+        if self.hnsw is None:
+            assert self.vecs is not None
+            out[prefix + "vecs"] = self.vecs[:n].copy()
+            return out
         fd, path = tempfile.mkstemp(prefix="sessionrec-hnsw-")
         os.close(fd)
         try:
             self.hnsw.save_index(path)
-            graph = np.fromfile(path, dtype=np.uint8)
+            out[prefix + "graph"] = np.fromfile(path, dtype=np.uint8)
         finally:
             os.unlink(path)
-        n = self.next_label
-        meta = np.array([n, self.deleted, self.live, len(self.row_of_label)], dtype=np.int64)
-        out: dict[str, npt.NDArray[Any]] = {
-            prefix + "graph": graph, prefix + "rows": self.row_of_label[:n].copy(),
-            prefix + "meta": meta, prefix + "radius": np.array([self.radius])}
-        if self.vecs is not None:
-            out[prefix + "vecs"] = self.vecs[:n].copy()
         return out
 
     @classmethod
     def load(cls, dim: int, config: IndexConfig, state: dict[str, npt.NDArray[Any]], prefix: str) -> _Graph:
-        """The graph ``state(prefix)`` saved."""
+        """The band ``state(prefix)`` saved."""
         n, deleted, live, cap = (int(x) for x in state[prefix + "meta"])
-        g = cls(dim, config, cap, float(state[prefix + "radius"][0]), saved=state[prefix + "graph"])
+        exact = prefix + "graph" not in state
+        g = cls(dim, config, cap, float(state[prefix + "radius"][0]), saved=state.get(prefix + "graph"),
+                exact=exact)
         g.row_of_label[:n] = state[prefix + "rows"]
-        if g.vecs is not None and prefix + "vecs" in state:
-            g.vecs[:n] = state[prefix + "vecs"]  # n <= exact_below while the copy is kept
-        else:
-            g.vecs = None
+        if g.vecs is not None:
+            g.vecs[:n] = state[prefix + "vecs"]
         g.next_label, g.deleted, g.live = n, deleted, live
         return g
 
@@ -169,43 +184,46 @@ class _Graph:
         if need > cap:
             while cap < need:
                 cap *= 2
-            self.hnsw.resize_index(cap)
+            if self.hnsw is not None:
+                self.hnsw.resize_index(cap)
+            else:
+                assert self.vecs is not None
+                more = np.zeros((cap, self.vecs.shape[1]), dtype=np.float32)
+                more[: self.next_label] = self.vecs[: self.next_label]
+                self.vecs = more
             grown = np.full(cap, -1, dtype=np.int64)
             grown[: len(self.row_of_label)] = self.row_of_label
             self.row_of_label = grown
 
     def add(self, rows: IntArray, vecs: FloatArray, bulk: bool = False) -> IntArray:
-        """Insert ``vecs`` as new elements for ``rows`` (on every core when part of a bulk
-        write, or ``bulk_rows`` or more); returns their labels."""
+        """Insert ``vecs`` (lifted, for a graph) as new elements for ``rows``, on every core
+        when part of a bulk write, or ``bulk_rows`` or more; returns their labels."""
         n = len(rows)
         need = self.next_label + n
         self.reserve(need)
         labels = np.arange(self.next_label, need, dtype=np.int64)
-        bulk_rows, bulk_threads = self.bulk
-        self.hnsw.add_items(vecs, labels, num_threads=bulk_threads if bulk or n >= bulk_rows else 1)
+        if self.hnsw is not None:
+            bulk_rows, bulk_threads = self.bulk
+            self.hnsw.add_items(vecs, labels, num_threads=bulk_threads if bulk or n >= bulk_rows else 1)
+        else:
+            assert self.vecs is not None
+            self.vecs[labels] = vecs[:, : self.vecs.shape[1]]
         self.row_of_label[labels] = rows
-        if self.vecs is not None:
-            if need > self.exact_limit:
-                self.vecs = None  # graph walks from now on: no second copy of the vectors
-            else:
-                if need > len(self.vecs):
-                    more = np.zeros((self.exact_limit, self.vecs.shape[1]), dtype=np.float32)
-                    more[: len(self.vecs)] = self.vecs
-                    self.vecs = more
-                self.vecs[labels] = vecs[:, : self.vecs.shape[1]]
         self.next_label = need
         self.live += n
         return labels
 
     def delete(self, labels: IntArray) -> None:
-        for lab in labels.tolist():
-            self.hnsw.mark_deleted(lab)
+        if self.hnsw is not None:
+            for lab in labels.tolist():
+                self.hnsw.mark_deleted(lab)
         self.row_of_label[labels] = -1
         self.deleted += len(labels)
         self.live -= len(labels)
 
     def search(self, q: FloatArray, k: int) -> tuple[IntArray, npt.NDArray[np.float32]]:
         """hnswlib's top ``k`` (rows, distances); asks for fewer when fewer are reachable."""
+        assert self.hnsw is not None
         n = min(k, self.live)
         while n > 0:
             try:
@@ -220,6 +238,7 @@ class _Graph:
     def search_many(self, q: FloatArray, k: int) -> tuple[IntArray, npt.NDArray[np.float32]]:
         """``search`` for each row of ``q`` in one hnswlib call; (rows, distances) of shape
         (queries, n), rows -1 where a query got fewer answers than another."""
+        assert self.hnsw is not None
         n = min(k, self.live)
         if n > 0:
             try:
@@ -280,9 +299,10 @@ class VectorIndex:
         graphs = 0
         with self._lock:
             for g in self._graphs.values():
-                size = int(g.hnsw.index_file_size())
-                count = max(1, g.hnsw.get_current_count())
-                graphs += size + size // count * (g.hnsw.get_max_elements() - count)
+                if g.hnsw is not None:
+                    size = int(g.hnsw.index_file_size())
+                    count = max(1, g.hnsw.get_current_count())
+                    graphs += size + size // count * (g.hnsw.get_max_elements() - count)
                 graphs += g.row_of_label.nbytes
                 graphs += g.vecs.nbytes if g.vecs is not None else 0
         return graphs + self._indexed.nbytes + self._label.nbytes + self._band.nbytes + self._drift.nbytes
@@ -386,8 +406,22 @@ class VectorIndex:
     def _radius(self, band: int) -> float:
         return self.config.band_floor * self.config.band_ratio**band
 
-    def _new_graph(self, band: int, capacity: int) -> _Graph:
-        return _Graph(self.dim, self.config, max(self.config.initial_capacity, capacity), self._radius(band))
+    def _new_graph(self, band: int, capacity: int, exact_up_to: int | None = None) -> _Graph:
+        """A band for ``capacity`` elements: ``exact`` when that is at most ``exact_up_to``
+        (default ``exact_below``)."""
+        limit = self.config.exact_below if exact_up_to is None else exact_up_to
+        exact = self.config.space != "cosine" and capacity <= limit
+        return _Graph(self.dim, self.config, max(self.config.initial_capacity, capacity), self._radius(band),
+                      exact=exact)
+
+    def _outgrown(self, g: _Graph) -> bool:
+        """Whether a band is due for a rebuild: a graph with more deleted elements than
+        ``compact_ratio`` times its live ones; an ``exact`` band past ``exact_below``
+        elements, or with more than a quarter as many deleted as live (its rebuild is a copy
+        of its live vectors, and every deleted one costs each query a product)."""
+        if g.exact:
+            return g.next_label > self.config.exact_below or 4 * g.deleted > max(g.live, 4096)
+        return g.deleted > self.config.compact_ratio * max(g.live, 1)
 
     def write(self, labels: IntArray, vecs: FloatArray) -> int:
         """Insert or replace staged vectors (``labels`` are table rows); one writer thread.
@@ -415,7 +449,7 @@ class VectorIndex:
             self._write_locked(rows[part], vecs_of(part), band[part], touched, bulk)
         for b in sorted(touched):
             g = self._graphs.get(b)
-            if g is not None and g.deleted > self.config.compact_ratio * max(g.live, 1):
+            if g is not None and self._outgrown(g):
                 self._rebuild(b)
         self.inserts += int(rows.size)
         self.last_refresh_s = time.perf_counter() - t0
@@ -452,7 +486,8 @@ class VectorIndex:
                 g = self._graphs.get(b)
                 if g is None:
                     g = self._graphs[b] = self._new_graph(b, int(mine.sum()))
-                self._label[rows[mine]] = g.add(rows[mine], self._lift(vecs[mine], g.radius), bulk)
+                keys = vecs[mine] if g.exact else self._lift(vecs[mine], g.radius)
+                self._label[rows[mine]] = g.add(rows[mine], keys, bulk)
                 touched.add(b)
             self._indexed[rows] = vecs  # what small bands are answered from
             self._band[rows] = band
@@ -475,9 +510,11 @@ class VectorIndex:
             with self._lock:
                 del self._graphs[band]
             return
-        graph = self._new_graph(band, 2 * len(rows))
+        # Exact again only with room to grow: at most half of ``exact_below`` live.
+        graph = self._new_graph(band, 2 * len(rows), exact_up_to=self.config.exact_below)
         parts = [rows[part] for part in self._pieces(rows.size)]
-        labels = np.concatenate([graph.add(p, self._lift(self._indexed[p], graph.radius)) for p in parts])
+        labels = np.concatenate([graph.add(p, self._indexed[p] if graph.exact
+                                           else self._lift(self._indexed[p], graph.radius)) for p in parts])
         with self._lock:
             self._graphs[band] = graph
             self._label[rows] = labels
@@ -531,7 +568,6 @@ class VectorIndex:
             assert fallback is not None
             self.busy_fallbacks += nq
             return [exact_top_k(fallback, q[: fallback.shape[1]], k) for q in q0]
-        inner = self.config.space != "cosine"
         hd = np.zeros((nq, k), dtype=np.float32)
         hr = np.zeros((nq, k), dtype=np.int64)
         hn = np.zeros(nq, dtype=np.int64)
@@ -540,7 +576,7 @@ class VectorIndex:
             for g in self._graphs.values():
                 if not g.live:
                     continue
-                if inner and g.vecs is not None:  # small graph: products beat a walk
+                if g.vecs is not None:  # small band: products beat a walk
                     n = g.next_label
                     # ``q_idx`` whole (not ``q0``, a strided view): one memory layout, so
                     # one compiled version, for a batch and a single query alike.

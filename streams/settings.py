@@ -127,7 +127,7 @@ class Settings:
     index_ef_construction: int = 40
     index_band_ratio: float = 1.5
     index_band_floor: float = 1.0
-    index_exact_below: int = 2048
+    index_exact_below: int = 16_384
     index_compact_ratio: float = 1.0
     index_drift_tol: float = 0.25
     """A vector is rewritten in the index once it moved by this much (relative). The index

@@ -244,3 +244,45 @@ def test_a_batch_of_queries_gets_what_each_query_gets_alone(exact_below: int) ->
             assert len(rows) == k and len(set(rows.tolist())) == k
             assert (np.diff(dist) >= 0).all()
     assert index.query_many(queries[:0], 5) == []
+
+
+def test_a_small_band_has_no_graph_until_it_outgrows_exact_search() -> None:
+    """Below ``exact_below`` elements a band is an array searched exactly (no hnswlib
+    insertion); past it its graph is built; a graph whose vectors moved away goes back to an
+    array. Exact search's answers throughout, and a snapshot of each kind loads back."""
+    rng = np.random.default_rng(7)
+    dim = 12
+    config = IndexConfig(exact_below=600, drift_tol=0.0, band_floor=1.0, band_ratio=4.0)
+    index = VectorIndex(dim, config)
+    direction = rng.normal(size=(1500, dim))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    table = (direction * rng.uniform(1.1, 3.5, (1500, 1))).astype(np.float32)  # all in band 1
+    queries = rng.normal(size=(30, dim)).astype(np.float32)
+
+    def check(n: int) -> None:
+        for q in queries:
+            got, _ = index.query(q, 20)
+            assert got.tolist() == exact_top_k(table[:n], q, 20)[0].tolist()
+
+    index.refresh(table, np.arange(250))
+    for _ in range(3):  # rewrites: the deleted elements are compacted away, no graph yet
+        table[:250] *= np.float32(1.01)
+        index.refresh(table, np.arange(250))
+        assert [g.exact for g in index._graphs.values()] == [True]
+        check(250)
+    index.refresh(table, np.arange(250, 1500))
+    (graph,) = index._graphs.values()
+    assert not graph.exact and graph.live == 1500
+    assert _recall(index, table, queries) >= 0.95
+
+    table[200:] *= np.float32(4.0)  # norms past 4: band 2, 1300 vectors, itself a graph
+    index.refresh(table, np.arange(200, 1500))
+    assert {b: g.exact for b, g in index._graphs.items()} == {1: True, 2: False}
+    assert index._graphs[1].live == 200
+    assert _recall(index, table, queries) >= 0.95
+
+    restored = VectorIndex.restore(dim, config, index.state())
+    assert restored is not None
+    assert {b: (g.exact, g.live) for b, g in restored._graphs.items()} == {1: (True, 200), 2: (False, 1300)}
+    for q in queries:
+        assert restored.query(q, 20)[0].tolist() == index.query(q, 20)[0].tolist()
