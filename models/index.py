@@ -417,10 +417,10 @@ class VectorIndex:
     def _outgrown(self, g: _Graph) -> bool:
         """Whether a band is due for a rebuild: a graph with more deleted elements than
         ``compact_ratio`` times its live ones; an ``exact`` band past ``exact_below``
-        elements, or with more than a quarter as many deleted as live (its rebuild is a copy
-        of its live vectors, and every deleted one costs each query a product)."""
+        elements, or with more than an eighth as many deleted as live (plus 64): its rebuild
+        is a copy of its live vectors, and every deleted one costs every query a product."""
         if g.exact:
-            return g.next_label > self.config.exact_below or 4 * g.deleted > max(g.live, 4096)
+            return g.next_label > self.config.exact_below or 8 * g.deleted > g.live + 512
         return g.deleted > self.config.compact_ratio * max(g.live, 1)
 
     def write(self, labels: IntArray, vecs: FloatArray) -> int:
@@ -505,7 +505,8 @@ class VectorIndex:
 
     def _rebuild(self, band: int) -> None:
         """A fresh graph for ``band`` from its indexed vectors, built off the lock, swapped in."""
-        rows = np.flatnonzero((self._label >= 0) & (self._band == band)).astype(np.int64)
+        old = self._graphs[band].row_of_label
+        rows = np.sort(old[old >= 0])  # the band's live rows, without a pass over every row
         if rows.size == 0:  # every vector moved to other bands
             with self._lock:
                 del self._graphs[band]
