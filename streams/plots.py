@@ -59,7 +59,7 @@ def plot_cost_curve(lines: list[dict[str, Any]], path: str) -> None:
     left.set_ylabel("clicks/s (learn + index refresh + recommend)")
     left.set_ylim(bottom=0)
     right.plot(items, p99, marker="o", color="tab:red")
-    right.set_ylabel("p99 per batch, ms (its first click taken to its last suggestion)")
+    right.set_ylabel("p99 per batch of clicks, ms")
     right.set_ylim(bottom=0)
     for ax in (left, right):
         ax.set_xscale("log")
