@@ -278,6 +278,8 @@ class VectorIndex:
         self.rebuilds = 0
         self.busy_fallbacks = 0
         """Queries answered by exact search because a write held the index."""
+        self._queries_waiting = 0
+        """Queries blocked on the lock: the writer yields to them between two chunks."""
         self.last_refresh_s = 0.0
         self.last_refresh_at = 0.0
 
@@ -406,11 +408,9 @@ class VectorIndex:
     def _radius(self, band: int) -> float:
         return self.config.band_floor * self.config.band_ratio**band
 
-    def _new_graph(self, band: int, capacity: int, exact_up_to: int | None = None) -> _Graph:
-        """A band for ``capacity`` elements: ``exact`` when that is at most ``exact_up_to``
-        (default ``exact_below``)."""
-        limit = self.config.exact_below if exact_up_to is None else exact_up_to
-        exact = self.config.space != "cosine" and capacity <= limit
+    def _new_graph(self, band: int, capacity: int) -> _Graph:
+        """A band for ``capacity`` elements: ``exact`` when that is at most ``exact_below``."""
+        exact = self.config.space != "cosine" and capacity <= self.config.exact_below
         return _Graph(self.dim, self.config, max(self.config.initial_capacity, capacity), self._radius(band),
                       exact=exact)
 
@@ -447,6 +447,10 @@ class VectorIndex:
         for lo in range(0, rows.size, step):
             part = slice(lo, lo + step)
             self._write_locked(rows[part], vecs_of(part), band[part], touched, bulk)
+            if self._queries_waiting:
+                # Python's lock is not fair: a writer that takes it again at once can keep a
+                # woken query waiting for the whole write (seen in CI). Let the query run.
+                time.sleep(0)
         for b in sorted(touched):
             g = self._graphs.get(b)
             if g is not None and self._outgrown(g):
@@ -489,7 +493,7 @@ class VectorIndex:
                 keys = vecs[mine] if g.exact else self._lift(vecs[mine], g.radius)
                 self._label[rows[mine]] = g.add(rows[mine], keys, bulk)
                 touched.add(b)
-            self._indexed[rows] = vecs  # what small bands are answered from
+            self._indexed[rows] = vecs  # what drift is measured from, and a rebuild reads
             self._band[rows] = band
 
     def _lift(self, vecs: FloatArray, radius: float) -> FloatArray:
@@ -511,8 +515,8 @@ class VectorIndex:
             with self._lock:
                 del self._graphs[band]
             return
-        # Exact again only with room to grow: at most half of ``exact_below`` live.
-        graph = self._new_graph(band, 2 * len(rows), exact_up_to=self.config.exact_below)
+        # Room for as many again: exact only while at most half of ``exact_below`` is live.
+        graph = self._new_graph(band, 2 * len(rows))
         parts = [rows[part] for part in self._pieces(rows.size)]
         labels = np.concatenate([graph.add(p, self._indexed[p] if graph.exact
                                            else self._lift(self._indexed[p], graph.radius)) for p in parts])
@@ -565,10 +569,15 @@ class VectorIndex:
         q_idx = np.zeros((nq, self.dim + lifted), dtype=np.float32)
         q_idx[:, :d_q] = qs
         q0 = q_idx[:, : self.dim]
-        if not self._lock.acquire(blocking=fallback is None):
-            assert fallback is not None
+        if fallback is not None and not self._lock.acquire(blocking=False):
             self.busy_fallbacks += nq
             return [exact_top_k(fallback, q[: fallback.shape[1]], k) for q in q0]
+        if fallback is None:
+            self._queries_waiting += 1
+            try:
+                self._lock.acquire()
+            finally:
+                self._queries_waiting -= 1
         hd = np.zeros((nq, k), dtype=np.float32)
         hr = np.zeros((nq, k), dtype=np.int64)
         hn = np.zeros(nq, dtype=np.int64)
