@@ -214,6 +214,12 @@ def learn_click(
     b_out: np.ndarray,
     b_counts: np.ndarray,
     b_top: np.ndarray,
+    p_in: np.ndarray,
+    p_tg: np.ndarray,
+    p_sc: np.ndarray,
+    negs: np.ndarray,
+    rows: np.ndarray,
+    grad: np.ndarray,
 ) -> tuple[float, int]:
     """Count one click on ``target`` and train it from ``ctx[:n_fresh]`` (rows of the earlier
     items, at ``dist`` clicks back) plus ``replay_pairs`` pairs replayed from the ring, in place.
@@ -231,7 +237,7 @@ def learn_click(
     model's loss on data it has not learned yet (replayed pairs are not counted: they were
     learned before, and their logs cost a third of the learner's time); and the number of
     pairs stepped. (0.0, 0) when there was nothing to learn from (no replay either, as
-    without context).
+    without context). The last six arrays are scratch (``learn_clicks`` sizes them).
     """
     track = slot.shape[0] > 0
     if track and slot[target] < 0:
@@ -247,9 +253,6 @@ def learn_click(
     held = ring_state[0]
     n_rep = replay_pairs if (replay_pairs > 0 and held > 0) else 0
     n_pairs = n_fresh + n_rep
-    p_in = np.empty(n_pairs, dtype=np.int64)
-    p_tg = np.empty(n_pairs, dtype=np.int64)
-    p_sc = np.empty(n_pairs, dtype=np.float32)
     for i in range(n_fresh):
         p_in[i] = ctx[i]
         p_tg[i] = target
@@ -272,11 +275,17 @@ def learn_click(
                 pos = 0
         ring_state[1] = pos
         ring_state[0] = min(held + n_fresh, size)
-    negs = np.empty(pool, dtype=np.int64)
     for k in range(pool):
         negs[k] = draw_one(cum, guide, n_build, rng)
-    rows = np.empty(1 + n_neg, dtype=np.int64)
-    grad = np.empty(w_in.shape[1], dtype=np.float32)
+    # The pool rows the pairs will take (in turn from the first): kept for sharing before any
+    # is written, and marked once, not once per pair that takes them.
+    used = min(pool, n_pairs * n_neg)
+    if track:
+        for k in range(used):
+            if slot[negs[k]] < 0:
+                keep_base(negs[k], w_in, w_out, counts, slot, b_rows, b_in, b_out, b_counts, b_top)
+    for k in range(used):
+        _mark(negs[k], mask, stack, top)
     loss = 0.0
     turn = 0
     for i in range(n_pairs):
@@ -301,14 +310,16 @@ def learn_click(
                     r = draw_one(cum, guide, n_build, rng)
                 rows[m] = r
                 m += 1
+        # Pool negatives were kept and marked above; per-pair draws (no pool) are done here.
+        first = 1 if pool > 0 else m
         if track:  # the test first: a call with ten arrays costs more than the check
             if slot[a] < 0:
                 keep_base(a, w_in, w_out, counts, slot, b_rows, b_in, b_out, b_counts, b_top)
-            for k in range(m):
+            for k in range(first):
                 if slot[rows[k]] < 0:
                     keep_base(rows[k], w_in, w_out, counts, slot, b_rows, b_in, b_out, b_counts, b_top)
         loss += pair_step(w_in, w_out, a, rows[:m], lr, grad, i < n_fresh)
-        for k in range(m):
+        for k in range(first):
             _mark(rows[k], mask, stack, top)
     return loss, n_pairs
 
@@ -325,9 +336,16 @@ def learn_clicks(
     """``learn_click`` for each click ``i`` in turn (target ``targets[i]``, earlier items
     ``ctx[i, :n_fresh[i]]`` at ``dist[i]``), writing its loss to ``losses[i]`` and its pair
     count to ``pairs[i]``. One call per batch: with a call per click, numba's dispatch of ~30
-    arguments came on top of every click."""
+    arguments came on top of every click. The clicks share one set of scratch arrays."""
+    most = ctx.shape[1] + replay_pairs
+    p_in = np.empty(most, dtype=np.int64)
+    p_tg = np.empty(most, dtype=np.int64)
+    p_sc = np.empty(most, dtype=np.float32)
+    negs = np.empty(pool, dtype=np.int64)
+    rows = np.empty(1 + n_neg, dtype=np.int64)
+    grad = np.empty(w_in.shape[1], dtype=np.float32)
     for i in range(targets.shape[0]):
         losses[i], pairs[i] = learn_click(
             w_in, w_out, counts, targets[i], ctx[i], dist[i], n_fresh[i], params, ring_in, ring_tg,
             ring_sc, ring_state, replay_pairs, n_neg, pool, cum, guide, n_build, rng, mask, stack,
-            top, slot, b_rows, b_in, b_out, b_counts, b_top)
+            top, slot, b_rows, b_in, b_out, b_counts, b_top, p_in, p_tg, p_sc, negs, rows, grad)
