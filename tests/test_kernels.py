@@ -16,7 +16,9 @@ def test_pair_step_matches_the_numpy_step_and_the_gradient() -> None:
     inputs, targets, negatives = np.array([a]), rows[:1], rows[1:].reshape(1, -1)
     lr = 0.01
     k_in, k_out = w_in.copy(), w_out.copy()
-    loss = kernels.pair_step(k_in, k_out, a, rows, lr, np.zeros(w_in.shape[1], dtype=np.float32))
+    scores = np.zeros(len(rows), dtype=np.float32)
+    kernels.pair_step(k_in, k_out, a, rows, lr, np.zeros(w_in.shape[1], dtype=np.float32), scores)
+    loss = kernels.pair_loss(scores, len(rows))
     r_in, r_out = w_in.copy(), w_out.copy()
     ref_loss = sgns_step(r_in, r_out, inputs, targets, negatives, lr)
     assert abs(loss - ref_loss) < 1e-4
@@ -37,7 +39,7 @@ def test_pair_step_follows_the_numerical_gradient() -> None:
     lr = 1e-3
     num = numeric_grad(w_in, w_out, inputs, targets, negatives, "in")
     k_in, k_out = w_in.copy(), w_out.copy()
-    kernels.pair_step(k_in, k_out, a, rows, lr, np.zeros(4, dtype=np.float32))
+    kernels.pair_step(k_in, k_out, a, rows, lr, np.zeros(4, dtype=np.float32), np.zeros(3, dtype=np.float32))
     np.testing.assert_allclose((w_in - k_in) / lr, num, atol=5e-3)
 
 
@@ -46,9 +48,10 @@ def test_repeated_negative_sees_its_own_update() -> None:
     w_in, w_out = tables(2, n=5, d=3)
     rows = np.array([1, 3, 3], dtype=np.int64)
     k_in, k_out = w_in.copy(), w_out.copy()
-    kernels.pair_step(k_in, k_out, 0, rows, 0.5, np.zeros(3, dtype=np.float32))
+    kernels.pair_step(k_in, k_out, 0, rows, 0.5, np.zeros(3, dtype=np.float32), np.zeros(3, dtype=np.float32))
     once_in, once_out = w_in.copy(), w_out.copy()
-    kernels.pair_step(once_in, once_out, 0, rows[:2], 0.5, np.zeros(3, dtype=np.float32))
+    kernels.pair_step(once_in, once_out, 0, rows[:2], 0.5, np.zeros(3, dtype=np.float32),
+                      np.zeros(2, dtype=np.float32))
     u = w_in[0]
     sig = 1.0 / (1.0 + np.exp(-(u @ once_out[3])))
     np.testing.assert_allclose(k_out[3], once_out[3] - 0.5 * sig * u, rtol=1e-5)
@@ -99,3 +102,12 @@ def test_learner_is_deterministic_for_its_seed_and_tracks_changed_rows() -> None
     assert a.take_dirty().size == 0
     a.learn("i1", ["i2"])
     assert a.row("i1") in a.take_dirty()
+
+
+def test_tabulated_sigmoid_and_log_sigmoid_are_close_to_the_exact_ones() -> None:
+    x = np.concatenate([np.linspace(-40.0, 40.0, 40_001), [0.0, 1e-9, -8.0, 8.0, -7.999, 7.999]])
+    sig = np.array([kernels.sigmoid(float(v)) for v in x])
+    log_sig = np.array([kernels.log_sigmoid(float(v)) for v in x])
+    assert np.abs(sig - 1.0 / (1.0 + np.exp(-x))).max() < 3e-7
+    exact_log = np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x)))
+    assert np.abs(log_sig - exact_log).max() < 1e-6
