@@ -186,7 +186,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         lines = bench_core(args.path, args.clicks, args.items, args.dim, seed=args.seed,
                            gensim=args.gensim,
                            curve=(args.sizes or (10_000, 100_000, 1_000_000)) if args.curve else None,
-                           batches=args.batch or (1,))
+                           batches=args.batch or (1,), learn_rounds=args.learn_rounds)
         print_lines(lines)
         if args.plot:
             from streams.plots import plot_cost_curve
@@ -287,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--seed", type=int, default=0)
     bn.add_argument("--seconds", type=float, default=20.0, help="e2e: seconds per phase")
     bn.add_argument("--gensim", action=argparse.BooleanOptionalAction, default=True)
+    bn.add_argument("--learn-rounds", type=int, default=3,
+                    help="core: learning alone and gensim, alternated this many times (medians)")
     bn.add_argument("--batch", type=_counts, default=None, metavar="B[,B...]",
                     help="core: clicks learned before one batched recommend (1: per click; "
                     "default 1); e2e: the worker's SESSIONREC_BATCH_MAX (default 1,64); "

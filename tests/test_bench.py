@@ -110,3 +110,17 @@ def test_e2e_prints_throughput_and_live_latency_beside_the_passthrough() -> None
     assert abs(line["latency_samples"] - rate * 2.0) <= 1
     for who in ("", "passthrough_"):
         assert 0 < line[f"{who}p50_ms"] <= line[f"{who}p99_ms"] <= line[f"{who}p999_ms"]
+
+
+def test_learning_is_set_beside_gensim_round_by_round(capsys: pytest.CaptureFixture[str]) -> None:
+    """Learning alone and gensim alternate; the ratio is the median of the rounds' ratios."""
+    assert main(["bench", "core", "--clicks", "400", "--items", "300", "--dim", "16",
+                 "--learn-rounds", "3"]) == 0
+    (line,) = lines_of(capsys)
+    learn, words, ratios = line["learn_only_rounds"], line["gensim_rounds"], line["learn_ratio_rounds"]
+    assert len(learn) == len(words) == len(ratios) == 3
+    for a, b, r in zip(learn, words, ratios, strict=True):
+        assert a > 0 and b > 0 and r == pytest.approx(a / b, rel=1e-3)
+    assert line["learn_ratio_vs_gensim"] == pytest.approx(sorted(ratios)[1], abs=1e-4)
+    assert line["learn_only_clicks_per_s"] == pytest.approx(sorted(learn)[1], abs=0.1)
+    assert line["gensim_words_per_s"] == pytest.approx(sorted(words)[1], abs=0.1)
