@@ -131,7 +131,7 @@ class UnigramSampler:
             self.rebuild(counts, n_items)
 
     def rebuild(self, counts: npt.NDArray[np.float64], n_items: int) -> None:
-        self._cum = np.cumsum(counts[:n_items] ** self.power)
+        self._cum = kernels.smoothed_cumsum(counts, n_items, self.power)
         self._guide = kernels.guide_table(self._cum)
         self._since = 0
         self._n_at_build = n_items
@@ -327,16 +327,16 @@ class ItemVectors:
         if row is not None:
             return row
         row = self.vocab.add(item_id)[0]
-        self._start_rows([row])
+        self._start_rows(row, row + 1)
         return row
 
-    def _start_rows(self, rows: list[int]) -> None:
-        """Room for new ``rows`` (ascending) and their random input vectors, drawn in one call:
+    def _start_rows(self, lo: int, hi: int) -> None:
+        """Room for the new rows ``lo:hi`` and their random input vectors, drawn in one call:
         one draw per new item was a third of what learning cost on a stream of new items."""
-        self._grow(rows[-1] + 1)
+        self._grow(hi)
         d = self.config.dim
         # Each copy draws its own start: not learning, so not shared (no base slot).
-        self.w_in[rows] = (self.rng.random((len(rows), d), dtype=np.float32) - 0.5) / d
+        self.w_in[lo:hi] = (self.rng.random((hi - lo, d), dtype=np.float32) - 0.5) / d
 
     def row(self, item_id: str) -> int | None:
         return self.vocab.index.get(item_id)
@@ -367,13 +367,12 @@ class ItemVectors:
         fresh: list[int] = []
         repeats = cfg.learn_repeats
         get, add = self.vocab.index.get, self.vocab.add
-        started: list[int] = []
+        known = len(self.vocab)
         pads = [[0] * (w - p) for p in range(w + 1)]
         for item_id, context in clicks:
             t = get(item_id)
             if t is None:
                 t = add(item_id)[0]
-                started.append(t)
             targets.append(t)
             back = min(len(context), window)
             p = 0
@@ -382,7 +381,6 @@ class ItemVectors:
                     r = get(c)
                     if r is None:
                         r = add(c)[0]
-                        started.append(r)
                     ctx.append(r)
                     dist.append(back)
                     p += 1
@@ -390,8 +388,8 @@ class ItemVectors:
             ctx.extend(pads[p])
             dist.extend(pads[p])
             fresh.append(p)
-        if started:
-            self._start_rows(started)
+        if len(self.vocab) > known:  # rows are never reused: the new ones follow the known
+            self._start_rows(known, len(self.vocab))
         n_fresh = np.array(fresh, dtype=np.int64)
         base = self._base
         if base.tracking and base.top[0] + n * self._base_room > base.cap:

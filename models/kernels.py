@@ -111,12 +111,39 @@ def draw_one(cum: np.ndarray, guide: np.ndarray, n_build: int, state: np.ndarray
     return i
 
 
+@_compiled()
 def guide_table(cum: np.ndarray) -> np.ndarray:
-    """``guide[b]`` = first index with ``cum > b / n * cum[-1]``, n = len(cum)."""
-    n = len(cum)
-    if n == 0 or cum[-1] <= 0:
-        return np.zeros(max(n, 1), dtype=np.int64)
-    out: np.ndarray = np.searchsorted(cum, np.arange(n) * (cum[-1] / n), side="right").astype(np.int64)
+    """``guide[b]`` = first index with ``cum > b / n * cum[-1]``, n = len(cum) (the last index
+    if none). The thresholds ascend, so one merge-like pass finds them all: numpy's
+    searchsorted took 260 us for 10k items, most of a rebuild of the negatives table."""
+    n = cum.shape[0]
+    out = np.zeros(max(n, 1), dtype=np.int64)
+    if n == 0 or cum[n - 1] <= 0.0:
+        return out
+    step = cum[n - 1] / n
+    i = 0
+    for b in range(n):
+        x = b * step
+        while i < n - 1 and cum[i] <= x:
+            i += 1
+        out[b] = i
+    return out
+
+
+@_compiled()
+def smoothed_cumsum(counts: np.ndarray, n: int, power: float) -> np.ndarray:
+    """Cumulative sum of ``counts[:n] ** power``; 0.75 (word2vec's) as sqrt(c) * sqrt(sqrt(c)),
+    a fifth of the time of a general power."""
+    out = np.empty(n, dtype=np.float64)
+    total = 0.0
+    for i in range(n):
+        c = counts[i]
+        if power == 0.75:
+            r = math.sqrt(c)
+            total += r * math.sqrt(r)
+        else:
+            total += c**power
+        out[i] = total
     return out
 
 
