@@ -47,8 +47,10 @@ class Item2VecConfig:
     learn_repeats: bool = True
     """Also train (a -> a) pairs when an item is clicked again in its session, so each item
     learns its own re-click propensity."""
-    replay_pairs: int = 20
-    """Extra pairs replayed from the buffer with each click (0: no replay)."""
+    replay_pairs: int = 15
+    """Extra pairs replayed from the buffer with each click (0: no replay). On the validation
+    split (HR@20 / MRR@20, mean of seeds 0-2): 10 .6727 / .3677, 15 .6756 / .3693,
+    20 .6762 / .3697, 25 .6771 / .3693; 15 is the cheapest point of that plateau."""
     replay_buffer: int = 20_000
     """How many recent pairs the replay buffer keeps."""
     seed: int = 0

@@ -115,7 +115,7 @@ class Settings:
     sampling_power: float = 0.75
     distance_power: float = 0.0
     learn_repeats: bool = True
-    replay_pairs: int = 20
+    replay_pairs: int = 15
     replay_buffer: int = 20_000
     seed: int = 0
     # Index and ranking
