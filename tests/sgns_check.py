@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.sgns import sgns_loss
+from models.sgns import FloatArray, IntArray, sgns_loss
 
 
 def tables(seed: int = 0, n: int = 12, d: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -14,7 +14,15 @@ def tables(seed: int = 0, n: int = 12, d: int = 5) -> tuple[np.ndarray, np.ndarr
     return w_in, (rng.normal(size=(n, d)) * 0.5).astype(np.float32)
 
 
-def numeric_grad(w_in, w_out, inputs, targets, negatives, which: str, eps: float = 1e-3) -> np.ndarray:
+def numeric_grad(
+    w_in: FloatArray,
+    w_out: FloatArray,
+    inputs: IntArray,
+    targets: IntArray,
+    negatives: IntArray,
+    which: str,
+    eps: float = 1e-3,
+) -> np.ndarray:
     table = w_in if which == "in" else w_out
     grad = np.zeros(table.shape, dtype=np.float64)
     for idx in np.ndindex(table.shape):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 import numpy as np
 import pytest
@@ -84,7 +85,7 @@ good_clicks = st.fixed_dictionaries(
 
 @settings(max_examples=2000, deadline=None)
 @given(good_clicks)
-def test_fuzz_every_good_click_is_accepted(obj: dict) -> None:  # type: ignore[type-arg]
+def test_fuzz_every_good_click_is_accepted(obj: dict[str, Any]) -> None:
     raw = json.dumps(obj).encode("utf-8", "surrogatepass")
     if len(raw) > LIM.max_payload_bytes:
         return

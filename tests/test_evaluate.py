@@ -181,9 +181,9 @@ def test_gensim_baseline_recommends_what_co_occurs() -> None:
     g = GensimItem2Vec(sessions_of(rows), epochs=20, dim=8, window=3, seed=1)
     again = GensimItem2Vec(sessions_of(rows), epochs=20, dim=8, window=3, seed=1)
     np.testing.assert_array_equal(g.wv.vectors, again.wv.vectors)  # workers=1 and a seed
-    for session, group in ((["g0i0"], "g0"), (["g0i3", "g1i2"], "g1")):
+    for session, group_name in ((["g0i0"], "g0"), (["g0i3", "g1i2"], "g1")):
         top = [i for i, _ in g.recommend(session, 5)]
-        assert sorted(top) == [f"{group}i{j}" for j in range(5)], (session, top)
+        assert sorted(top) == [f"{group_name}i{j}" for j in range(5)], (session, top)
     assert [i for i, _ in g.recommend(["unknown"], 3)] == []  # nothing learned for the fallback
     g.learn("g1i4", [])
     assert [i for i, _ in g.recommend(["unknown"], 3)] == ["g1i4"]

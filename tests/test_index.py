@@ -99,6 +99,7 @@ def test_a_bulk_write_in_pieces_builds_the_graphs_one_write_would() -> None:
         for b, g in whole._graphs.items():
             mine = index._graphs[b]
             assert mine.live == g.live
+            assert mine.hnsw is not None  # exact_below=0: every band is an hnswlib graph
             assert mine.hnsw.get_max_elements() == max(mine.live, 1024)  # sized once, exactly
         assert max(g.live for g in index._graphs.values()) > 2000
         assert _recall(index, table, queries) >= 0.95
@@ -143,7 +144,7 @@ def test_zero_vectors_wait_and_drift_is_rewritten() -> None:
 def test_write_limit_defers_drifted_rows_but_not_new_ones() -> None:
     index = VectorIndex(4, IndexConfig(initial_capacity=8, drift_tol=0.01))
     table = np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 0, 1]]
-    assert index.refresh(table, range(4), limit=0) == 4  # new rows always go in
+    assert index.refresh(table, list(range(4)), limit=0) == 4  # new rows always go in
     table[:4] *= -1
     assert index.refresh(table, [0, 1, 2, 3, 4, 5], limit=3) == 3  # 2 new + 1 drifted
     assert index.refresh(table, [], limit=2) == 2  # deferred ones, largest drift first

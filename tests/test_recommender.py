@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -182,7 +183,8 @@ def test_a_snapshot_restores_the_model_exactly(tmp_path: Path) -> None:
     the original does, and both go on learning the same way."""
     sessions = _stream(5, 300)
     original = _train(CFG, sessions[:200])
-    np.savez(tmp_path / "model.npz", **original.state())
+    arrays: dict[str, Any] = original.state()  # Any: savez would check **kwds against allow_pickle
+    np.savez(tmp_path / "model.npz", **arrays)
     with np.load(tmp_path / "model.npz", allow_pickle=False) as f:
         restored = Recommender.restore(dict(f), CFG)
     assert restored.vectors.vocab.ids == original.vectors.vocab.ids
@@ -216,7 +218,8 @@ def test_a_snapshot_loads_the_index_instead_of_rebuilding_it(tmp_path: Path) -> 
     sessions = _stream(9, 400)
     original = _train(cfg, sessions)
     assert original.index.inserts > len(original.vectors)  # some vectors were rewritten
-    np.savez(tmp_path / "model.npz", **original.state())
+    arrays: dict[str, Any] = original.state()  # Any: savez would check **kwds against allow_pickle
+    np.savez(tmp_path / "model.npz", **arrays)
     with np.load(tmp_path / "model.npz", allow_pickle=False) as f:
         state = dict(f)
     restored = Recommender.restore(state, cfg)
@@ -285,7 +288,9 @@ def test_score_gives_every_seen_row_its_bonus_in_any_order() -> None:
     """``score`` with unsorted, repeated rows: each position of a session item gets the
     bonus for its recency rank, the others none."""
     rec = _batch_model("default")
-    seen = {rec.vectors.row("g1i1"): 0, rec.vectors.row("g1i2"): 2}
+    r1, r2 = rec.vectors.row("g1i1"), rec.vectors.row("g1i2")
+    assert r1 is not None and r2 is not None
+    seen = {r1: 0, r2: 2}
     rows = np.asarray([rec.vectors.row(i) for i in ("g2i0", "g1i2", "g1i1", "g1i2", "g3i3")], dtype=np.int64)
     q = rec.vectors.w_in[rows[0]].copy()
     plain = rec.score(q, rows, {})
@@ -397,7 +402,8 @@ def test_an_upgrade_reads_the_snapshot_an_earlier_version_wrote(tmp_path: Path) 
     for s in (["a", "b", "c"], ["b", "c"]):
         for pos, item in enumerate(s):
             model.learn(item, s[:pos])
-    np.savez(tmp_path / snapshot.OLDER[0], **model.state())
+    arrays: dict[str, Any] = model.state()  # Any: savez would check **kwds against allow_pickle
+    np.savez(tmp_path / snapshot.OLDER[0], **arrays)
     assert snapshot.FILENAME not in snapshot.OLDER
     old = snapshot.read(tmp_path)
     assert old is not None and int(old["clicks_learned"][0]) == 5

@@ -6,8 +6,11 @@ import json
 import os
 import signal
 import time
+from collections.abc import Mapping
+from typing import Any, TypedDict
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from streams import snapshot
@@ -18,7 +21,16 @@ from streams.watch import read_records
 pytestmark = pytest.mark.broker
 
 
-def send(producer, clicks: list[dict]) -> None:  # type: ignore[no-untyped-def]
+class ClickJson(TypedDict):
+    """A click as the tests produce it to the clicks topic."""
+
+    visitor_id: str
+    item_id: str
+    ts: float
+    event_id: str
+
+
+def send(producer: Any, clicks: list[ClickJson]) -> None:  # make_producer's KafkaProducer
     for c in clicks:
         producer.send("clicks", key=c["visitor_id"].encode(), value=json.dumps(c).encode())
     producer.flush()
@@ -35,10 +47,12 @@ def collect(stack: LocalStack, want: set[str], timeout: float = 120) -> dict[str
 
 def test_sessions_survive_a_worker_restart(stack: LocalStack) -> None:
     base = time.time() - 3600
-    before = [{"visitor_id": f"r{v}", "item_id": f"i{(v + n) % 7}", "ts": base + 10 * n,
-               "event_id": f"b{v}-{n}"} for n in range(3) for v in range(20)]
-    after = [{"visitor_id": f"r{v}", "item_id": "i9", "ts": base + 100, "event_id": f"a{v}"}
-             for v in range(20)]
+    before: list[ClickJson] = [
+        {"visitor_id": f"r{v}", "item_id": f"i{(v + n) % 7}", "ts": base + 10 * n,
+         "event_id": f"b{v}-{n}"} for n in range(3) for v in range(20)]
+    after: list[ClickJson] = [
+        {"visitor_id": f"r{v}", "item_id": "i9", "ts": base + 100, "event_id": f"a{v}"}
+        for v in range(20)]
     producer = make_producer(stack.address)
     first = stack.start_worker("first")
     first.wait_ready(180)
@@ -60,7 +74,7 @@ def test_sessions_survive_a_worker_restart(stack: LocalStack) -> None:
     producer.close()
 
 
-def _ids(f) -> set[str]:  # type: ignore[no-untyped-def]
+def _ids(f: Mapping[str, npt.NDArray[Any]]) -> set[str]:  # an np.load'ed NpzFile
     raw, offsets = f["ids"].tobytes(), f["id_offsets"]
     return {raw[offsets[i] : offsets[i + 1]].decode() for i in range(len(offsets) - 1)}
 
@@ -70,8 +84,9 @@ def test_the_model_survives_a_sigkill(stack: LocalStack) -> None:
     model's snapshot: it knows the items before it has seen a click again."""
     env = {"SESSIONREC_SNAPSHOT_INTERVAL_S": "1"}
     base = time.time() - 3600
-    clicks = [{"visitor_id": f"k{v}", "item_id": f"item{(v + n) % 12}", "ts": base + 10 * n,
-               "event_id": f"k{v}-{n}"} for n in range(4) for v in range(15)]
+    clicks: list[ClickJson] = [
+        {"visitor_id": f"k{v}", "item_id": f"item{(v + n) % 12}", "ts": base + 10 * n,
+         "event_id": f"k{v}-{n}"} for n in range(4) for v in range(15)]
     first = stack.start_worker("snap", extra_env=env)
     first.wait_ready(180)
     producer = make_producer(stack.address)

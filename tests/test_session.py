@@ -13,6 +13,7 @@ from models.session import (
     Closed,
     Duplicate,
     Late,
+    Output,
     SessionConfig,
     VisitorState,
     step,
@@ -23,10 +24,12 @@ GAP = 1800.0
 CFG = SessionConfig(gap_s=GAP, late_tolerance_s=3600.0, cap=5, dedupe_ids=50)
 
 
-def run(clicks: list[Click], cfg: SessionConfig = CFG):
+def run(
+    clicks: list[Click], cfg: SessionConfig = CFG
+) -> tuple[VisitorState | None, list[list[Output]]]:
     state: VisitorState | None = None
     watermark = -math.inf
-    outs = []
+    outs: list[list[Output]] = []
     for c in clicks:
         state, o = step(state, c, cfg, watermark)
         watermark = max(watermark, c.ts)

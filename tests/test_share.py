@@ -27,7 +27,11 @@ def same_model(a: ItemVectors, b: ItemVectors) -> None:
     """Same items, counts and output vectors; input vectors differ only by each copy's own
     random start (at most 0.5 / dim per coordinate)."""
     assert set(a.vocab.ids) == set(b.vocab.ids)
-    rows_b = [b.row(i) for i in a.vocab.ids]
+    rows_b: list[int] = []
+    for i in a.vocab.ids:
+        r = b.row(i)
+        assert r is not None  # same id set, so every item of a has a row in b
+        rows_b.append(r)
     n = len(a)
     if n == 0:
         return

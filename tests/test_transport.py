@@ -21,7 +21,9 @@ def test_the_consumer_faust_builds_waits_as_configured(tmp_path: Path) -> None:
     async def build() -> int:
         app = faust.App("transport-test", broker="kafka://127.0.0.1:1", broker_consumer=urls,
                         store="memory://", datadir=str(tmp_path))
-        thread = app.consumer._thread  # what Faust's consumer delegates to
+        # What Faust's consumer delegates to: a private attribute of faust's
+        # ThreadDelegateConsumer, which its ConsumerT annotation does not declare.
+        thread = app.consumer._thread  # type: ignore[attr-defined]
         assert isinstance(thread, ConsumerThread)
         consumer = thread._create_worker_consumer(app.consumer.transport)  # builds, no connect
         return int(consumer._fetch_max_wait_ms)
