@@ -188,19 +188,27 @@ def pair_step(
     scores: np.ndarray,
 ) -> None:
     """One SGD step for input row ``a`` against ``rows[0]`` (positive) and ``rows[1:]``
-    (negatives), in place; ``grad`` is float32 scratch of length dim. Each row's score u.v
-    before its update goes to ``scores[k]`` (``pair_loss`` turns them into the loss): with
-    the loss computed in here, behind a flag, the steps that did not need it ran 10% slower."""
+    (negatives), in place; ``grad`` is float32 scratch of length dim. Every row is scored
+    at the pair's start, u.v into ``scores[k]`` (``pair_loss`` turns them into the loss: with
+    the loss computed in here, behind a flag, the steps that did not need it ran 10% slower);
+    a row that comes twice (a negative drawn twice) takes the same gradient twice, as
+    ``models.sgns.sgns_step`` does."""
     d = w_in.shape[1]
     for j in range(d):
         grad[j] = 0.0
-    for k in range(rows.shape[0]):
+    m = rows.shape[0]
+    # Every score first, then the updates: the dot products are independent of each other
+    # (the input row moves only at the end), so they overlap, where interleaved with the
+    # updates each waited for the one before (12% of the learner's time).
+    for k in range(m):
         r = rows[k]
         s = np.float32(0.0)
         for j in range(d):
             s += w_in[a, j] * w_out[r, j]
         scores[k] = s
-        sig = sigmoid(float(s))
+    for k in range(m):
+        r = rows[k]
+        sig = sigmoid(float(scores[k]))
         g = np.float32((sig - 1.0) * lr) if k == 0 else np.float32(sig * lr)
         for j in range(d):
             grad[j] += g * w_out[r, j]

@@ -43,18 +43,22 @@ def test_pair_step_follows_the_numerical_gradient() -> None:
     np.testing.assert_allclose((w_in - k_in) / lr, num, atol=5e-3)
 
 
-def test_repeated_negative_sees_its_own_update() -> None:
-    """Sequential: the second visit of a row uses the row as the first visit left it."""
+def test_a_repeated_negative_is_scored_once_at_the_pairs_start() -> None:
+    """Every row is scored before any moves: a row that comes twice takes the same gradient
+    twice, as in the numpy reference (which adds all of a step's gradients together)."""
     w_in, w_out = tables(2, n=5, d=3)
     rows = np.array([1, 3, 3], dtype=np.int64)
     k_in, k_out = w_in.copy(), w_out.copy()
-    kernels.pair_step(k_in, k_out, 0, rows, 0.5, np.zeros(3, dtype=np.float32), np.zeros(3, dtype=np.float32))
-    once_in, once_out = w_in.copy(), w_out.copy()
-    kernels.pair_step(once_in, once_out, 0, rows[:2], 0.5, np.zeros(3, dtype=np.float32),
-                      np.zeros(2, dtype=np.float32))
+    scores = np.zeros(3, dtype=np.float32)
+    kernels.pair_step(k_in, k_out, 0, rows, 0.5, np.zeros(3, dtype=np.float32), scores)
     u = w_in[0]
-    sig = 1.0 / (1.0 + np.exp(-(u @ once_out[3])))
-    np.testing.assert_allclose(k_out[3], once_out[3] - 0.5 * sig * u, rtol=1e-5)
+    assert scores[1] == scores[2]
+    assert abs(float(scores[2]) - float(u @ w_out[3])) < 1e-6
+    sig = 1.0 / (1.0 + np.exp(-(u @ w_out[3])))
+    np.testing.assert_allclose(k_out[3], w_out[3] - 2 * 0.5 * sig * u, rtol=1e-5)
+    r_in, r_out = w_in.copy(), w_out.copy()
+    sgns_step(r_in, r_out, np.array([0]), rows[:1], rows[1:].reshape(1, -1), 0.5)
+    np.testing.assert_allclose(k_out, r_out, rtol=1e-5, atol=1e-6)
 
 
 def test_draws_follow_the_cumulative_table() -> None:
