@@ -371,27 +371,32 @@ class ItemVectors:
         get, add = self.vocab.index.get, self.vocab.add
         known = len(self.vocab)
         pads = [[0] * (w - p) for p in range(w + 1)]
-        for item_id, context in clicks:
-            t = get(item_id)
-            if t is None:
-                t = add(item_id)[0]
-            targets.append(t)
-            back = min(len(context), window)
-            p = 0
-            for c in context[-back:] if back else ():
-                if repeats or c != item_id:
-                    r = get(c)
-                    if r is None:
-                        r = add(c)[0]
-                    ctx.append(r)
-                    dist.append(back)
-                    p += 1
-                back -= 1
-            ctx.extend(pads[p])
-            dist.extend(pads[p])
-            fresh.append(p)
-        if len(self.vocab) > known:  # rows are never reused: the new ones follow the known
-            self._start_rows(known, len(self.vocab))
+        try:
+            for item_id, context in clicks:
+                t = get(item_id)
+                if t is None:
+                    t = add(item_id)[0]
+                targets.append(t)
+                back = min(len(context), window)
+                p = 0
+                for c in context[-back:] if back else ():
+                    if repeats or c != item_id:
+                        r = get(c)
+                        if r is None:
+                            r = add(c)[0]
+                        ctx.append(r)
+                        dist.append(back)
+                        p += 1
+                    back -= 1
+                ctx.extend(pads[p])
+                dist.extend(pads[p])
+                fresh.append(p)
+        finally:
+            # Even when a click fails here (a malformed one), the ids it and the clicks before
+            # it added get their rows and start vectors: the caller may learn them alone next,
+            # and rows are never reused, so the new ones follow the known ones.
+            if len(self.vocab) > known:
+                self._start_rows(known, len(self.vocab))
         n_fresh = np.array(fresh, dtype=np.int64)
         base = self._base
         if base.tracking and base.top[0] + n * self._base_room > base.cap:

@@ -410,7 +410,7 @@ def learn_clicks(
     ``ctx[i, :n_fresh[i]]`` at ``dist[i]``), writing its loss to ``losses[i]`` and its pair
     count to ``pairs[i]``. One call per batch: with a call per click, numba's dispatch of ~30
     arguments came on top of every click. The clicks share one set of scratch arrays."""
-    most = ctx.shape[1] + replay_pairs
+    most = ctx.shape[1] + max(replay_pairs, 0)  # learn_click reads replay_pairs <= 0 as none
     p_in = np.empty(most, dtype=np.int64)
     p_tg = np.empty(most, dtype=np.int64)
     p_sc = np.empty(most, dtype=np.float32)

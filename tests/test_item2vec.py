@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pytest
 
 from models.item2vec import Item2VecConfig, ItemVectors, ReplayBuffer, UnigramSampler
 
@@ -136,3 +139,27 @@ def test_negative_pool_bounds_the_rows_a_click_moves() -> None:
         moved[pool] = int(np.any(vec.w_out != before, axis=1).sum())
     assert moved[3] <= 21 + 3
     assert moved[0] > 40
+
+
+def test_a_batch_that_fails_midway_leaves_its_new_items_learnable() -> None:
+    """A malformed click fails the batch in its preparation, after the clicks before it added
+    their items: those items still get rows and start vectors, so learning them alone next
+    (what the worker does after a failed batch) works, also across a growth of the tables."""
+    vec = ItemVectors(Item2VecConfig(dim=8, replay_pairs=4, replay_buffer=64))
+    vec.learn_many([(f"old{i}", (f"old{i - 1}",) if i else ()) for i in range(1020)])
+    batch: list[Any] = [(f"new{i}", (f"new{i - 1}",) if i else ()) for i in range(10)] + [("x", None)]
+    with pytest.raises(TypeError):
+        vec.learn_many(batch)
+    assert len(vec) == 1020 + 11 and vec.w_in.shape[0] >= len(vec)
+    for i in range(10):
+        row = vec.row(f"new{i}")
+        assert row is not None and np.abs(vec.w_in[row]).sum() > 0  # a start vector, not zeros
+    for item, context in batch[:-1]:
+        vec.learn_many([(item, context)])
+    assert np.isfinite(vec.w_in[: len(vec)]).all() and np.isfinite(vec.w_out[: len(vec)]).all()
+
+
+def test_a_negative_replay_setting_means_no_replay() -> None:
+    vec = ItemVectors(Item2VecConfig(dim=8, window=2, replay_pairs=-5, replay_buffer=64))
+    vec.learn_many(_clicks(200, 30, 0))
+    assert vec.updates > 0 and vec.replay.n == 0
