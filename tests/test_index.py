@@ -287,3 +287,44 @@ def test_a_small_band_has_no_graph_until_it_outgrows_exact_search() -> None:
     assert {b: (g.exact, g.live) for b, g in restored._graphs.items()} == {1: (True, 200), 2: (False, 1300)}
     for q in queries:
         assert restored.query(q, 20)[0].tolist() == index.query(q, 20)[0].tolist()
+
+
+@pytest.mark.parametrize("exact_below", [0, 10_000])
+def test_bands_that_cannot_beat_a_full_heap_are_skipped_without_changing_answers(
+        exact_below: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A band is skipped for a query once its radius times the query's norm is below what the
+    query already keeps: the answers must be those of asking every band (exact bands: the
+    exact top k itself), and the skipping must actually happen. Each query's best answer sits
+    on its band's edge (norm = radius) behind a decoy in the band above that scores 0.98 of
+    it, so a bound even a little too tight loses the best answer."""
+    rng = np.random.default_rng(6)
+    dim, n, edge = 64, 4000, 50
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    radius = np.float32(1.5**4)  # band 4's edge
+    best = unit(rng.normal(size=(edge, dim))) * radius
+    side = unit(rng.normal(size=(edge, dim)))
+    side = unit(side - (side * best).sum(1, keepdims=True) * best / radius**2)  # orthogonal to best
+    decoy = (0.83 * unit(best) + np.sqrt(1 - 0.83**2) * side) * np.float32(6.0)  # band 5
+    background = unit(rng.normal(size=(n, dim))) * np.exp(rng.uniform(np.log(0.2), np.log(5.0), (n, 1)))
+    table = np.concatenate([best, decoy, background]).astype(np.float32)
+    index = VectorIndex(dim, IndexConfig(exact_below=exact_below, initial_capacity=64))
+    index.refresh(table, np.arange(len(table)))
+    queries = np.concatenate([best, rng.normal(size=(30, dim)).astype(np.float32)])
+    for k in (1, 20, 100):
+        skipped = index.bands_skipped
+        pruned = index.query_many(queries, k)
+        assert index.bands_skipped > skipped or k == 100  # the 100th best is low here
+        if k == 1:
+            assert [rows.tolist() for rows, _ in pruned[:edge]] == [[i] for i in range(edge)]
+        if exact_below:
+            for q, (rows, _) in zip(queries, pruned, strict=True):
+                assert rows.tolist() == exact_top_k(table, q, k)[0].tolist()
+        with monkeypatch.context() as m:
+            m.setattr(VectorIndex, "_asking", staticmethod(lambda *args: None))  # every band asked
+            every = index.query_many(queries, k)
+        for (rows, dist), (rows_all, dist_all) in zip(pruned, every, strict=True):
+            assert rows.tolist() == rows_all.tolist()
+            np.testing.assert_array_equal(dist, dist_all)
