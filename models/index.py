@@ -77,6 +77,16 @@ class IndexConfig:
     searched by exact products over its vectors, and written by copying them. Past it the
     band's graph is built (off the lock); a rebuilt band goes back to exact search when at
     most half this many vectors are live. Not for ``cosine`` (always graphs)."""
+    scan_per_insert: float = 1000.0
+    """A band past ``exact_below`` keeps a graph only while the vectors its queries would
+    score exactly outnumber this many times the vectors written to it: an hnswlib insert
+    costs about as much as 1,000-2,500 exact products (19-46 us against about 20 ns at
+    12k-74k elements, dim 65, this machine). With norm-range pruning most queries never ask
+    the small-norm bands, which hold most vectors and take most writes: on the bench's 100k
+    catalogue the largest band was asked by 0.1% of queries and took 2.6 inserts per click.
+    Judged from the band's own counts once it has seen 256 queries and 256 writes; a graph
+    turns exact when it scores under half the threshold (a copy), an exact band turns into a
+    graph (a build) when it outgrows its array and scores over it. 0: size alone decides."""
     drift_tol: float = 0.05
     """Rewrite a row once it moved by more than this (relative L2). Small for callers that
     rank by the index's answer as is; a caller that re-scores the candidates against the
@@ -108,6 +118,13 @@ class _Graph:
                  saved: npt.NDArray[np.uint8] | None = None, exact: bool = False) -> None:
         lifted = config.space == "mips"
         self.radius = radius
+        self.limit = max(config.exact_below, capacity)
+        """An ``exact`` band past this many elements is due for its graph-or-not decision."""
+        self.queries = 0
+        """Queries made while this band was live, those that asked it (norm-range pruning
+        skips the rest), and vectors written to it: what ``VectorIndex._scan_ratio`` weighs."""
+        self.asked = 0
+        self.written = 0
         """Every vector written to the graph is lifted to this norm (``mips``)."""
         self.hnsw: hnswlib.Index | None = None
         """None while the band is ``exact``."""
@@ -410,11 +427,13 @@ class VectorIndex:
     def _radius(self, band: int) -> float:
         return self.config.band_floor * self.config.band_ratio**band
 
-    def _new_graph(self, band: int, capacity: int) -> _Graph:
-        """A band for ``capacity`` elements: ``exact`` when that is at most ``exact_below``."""
-        exact = self.config.space != "cosine" and capacity <= self.config.exact_below
+    def _new_graph(self, band: int, capacity: int, exact: bool | None = None) -> _Graph:
+        """A band for ``capacity`` elements: ``exact`` (unless said) when that is at most
+        ``exact_below``; never for ``cosine``."""
+        if exact is None:
+            exact = capacity <= self.config.exact_below
         return _Graph(self.dim, self.config, max(self.config.initial_capacity, capacity), self._radius(band),
-                      exact=exact)
+                      exact=exact and self.config.space != "cosine")
 
     def _outgrown(self, g: _Graph) -> bool:
         """Whether a band is due for a rebuild: a graph with more deleted elements than
@@ -422,8 +441,19 @@ class VectorIndex:
         elements, or with more than an eighth as many deleted as live (plus 64): its rebuild
         is a copy of its live vectors, and every deleted one costs every query a product."""
         if g.exact:
-            return g.next_label > self.config.exact_below or 8 * g.deleted > g.live + 512
-        return g.deleted > self.config.compact_ratio * max(g.live, 1)
+            return g.next_label > g.limit or 8 * g.deleted > g.live + 512
+        if g.deleted > self.config.compact_ratio * max(g.live, 1):
+            return True
+        ratio = self._scan_ratio(g)
+        return ratio is not None and ratio < 0.5  # rarely asked, often written: a copy makes it exact
+
+    def _scan_ratio(self, g: _Graph) -> float | None:
+        """Vectors the band's queries would score exactly over ``scan_per_insert`` times the
+        vectors written to it, from the band's counts (None: too few of them yet, or the
+        setting is off). Above 1 a graph pays for its inserts."""
+        if self.config.scan_per_insert <= 0 or g.queries < 256 or g.written < 256:
+            return None
+        return g.asked * g.live / (g.written * self.config.scan_per_insert)
 
     def write(self, labels: IntArray, vecs: FloatArray) -> int:
         """Insert or replace staged vectors (``labels`` are table rows); one writer thread.
@@ -493,6 +523,7 @@ class VectorIndex:
                 if g is None:
                     g = self._graphs[b] = self._new_graph(b, int(mine.sum()))
                 self._label[rows[mine]] = g.add(rows[mine], self._lift(vecs[mine], g), bulk)
+                g.written += int(mine.sum())
                 touched.add(b)
             self._indexed[rows] = vecs  # what drift is measured from, and a rebuild reads
             self._band[rows] = band
@@ -520,8 +551,16 @@ class VectorIndex:
             with self._lock:
                 del self._graphs[band]
             return
-        # Room for as many again: exact only while at most half of ``exact_below`` is live.
-        graph = self._new_graph(band, 2 * len(rows))
+        # Room for as many again: exact while at most half of ``exact_below`` is live, or
+        # while its queries would score fewer vectors than inserts would cost (the band's
+        # counts, with a margin against turning back and forth).
+        g_old = self._graphs[band]
+        ratio = self._scan_ratio(g_old)
+        exact = (2 * len(rows) <= self.config.exact_below
+                 or (ratio is not None and ratio < (1.0 if g_old.exact else 0.5)))
+        graph = self._new_graph(band, 2 * len(rows), exact)
+        # The counts carry over, halved: a compaction soon after a decision still has them.
+        graph.queries, graph.asked, graph.written = g_old.queries // 2, g_old.asked // 2, g_old.written // 2
         parts = [rows[part] for part in self._pieces(rows.size)]
         labels = np.concatenate([graph.add(p, self._lift(self._indexed[p], graph)) for p in parts])
         with self._lock:
@@ -608,6 +647,8 @@ class VectorIndex:
             graphs = sorted((g for g in self._graphs.values() if g.live), key=lambda g: -g.radius)
             for g in graphs:
                 ask = self._asking(g, qq, hd, hn, k) if lifted else None
+                g.queries += nq
+                g.asked += nq if ask is None else ask.size
                 if ask is not None:
                     self.bands_skipped += nq - ask.size
                     if ask.size == 0:

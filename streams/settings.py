@@ -128,6 +128,7 @@ class Settings:
     index_band_ratio: float = 1.5
     index_band_floor: float = 1.0
     index_exact_below: int = 16_384
+    index_scan_per_insert: float = 1000.0
     index_compact_ratio: float = 1.0
     index_drift_tol: float = 0.25
     """A vector is rewritten in the index once it moved by this much (relative). The index
@@ -231,6 +232,7 @@ class Settings:
                 band_ratio=self.index_band_ratio,
                 band_floor=self.index_band_floor,
                 exact_below=self.index_exact_below,
+                scan_per_insert=self.index_scan_per_insert,
                 compact_ratio=self.index_compact_ratio,
                 drift_tol=self.index_drift_tol,
                 bulk_threads=self.index_bulk_threads,

@@ -328,3 +328,47 @@ def test_bands_that_cannot_beat_a_full_heap_are_skipped_without_changing_answers
         for (rows, dist), (rows_all, dist_all) in zip(pruned, every, strict=True):
             assert rows.tolist() == rows_all.tolist()
             np.testing.assert_array_equal(dist, dist_all)
+
+
+def test_a_big_band_keeps_a_graph_only_while_its_queries_would_cost_more_than_its_writes() -> None:
+    """Past ``exact_below`` a band's graph must pay for its inserts: two indexes take the same
+    writes, a small-norm band rewritten over and over; where every query needs that band it
+    is a graph, where the queries never reach it (a high-norm band answers them first) it
+    is kept as an array and searched exactly, and it still answers exactly when asked."""
+    rng = np.random.default_rng(7)
+    dim, n_low, n_high = 16, 2000, 40
+    cluster = rng.normal(size=dim).astype(np.float32)
+    high = (cluster + 0.1 * rng.normal(size=(n_high, dim))).astype(np.float32)
+    high *= 10.0 / np.linalg.norm(high, axis=1, keepdims=True)
+    low = rng.normal(size=(n_low, dim)).astype(np.float32)
+    low *= 0.5 / np.linalg.norm(low, axis=1, keepdims=True)
+    table = np.concatenate([high, low])
+    low_rows = np.arange(n_high, n_high + n_low)
+    config = IndexConfig(exact_below=256, scan_per_insert=100.0, drift_tol=0.05, initial_capacity=64)
+    bands = {}
+    for queries_reach_low in (True, False):
+        t = table.copy()
+        index = VectorIndex(dim, config)
+        index.refresh(t, np.arange(n_high + 100))  # the low band starts small: exact
+        if queries_reach_low:
+            queries = rng.normal(size=(300, dim)).astype(np.float32)
+            queries[:, :] -= (queries @ cluster)[:, None] * cluster / (cluster @ cluster)  # away from high
+        else:
+            queries = np.repeat(cluster[None], 300, axis=0)
+        for lo in range(0, 300, 30):
+            index.query_many(queries[lo : lo + 30], 5)
+        index.refresh(t, low_rows)  # the rest of the low band: past exact_below
+        bands[queries_reach_low] = index._graphs[0].exact
+        assert index._band[low_rows].max() == 0
+        if not queries_reach_low:  # now rewrite it again and again, never asked
+            was_graph = not index._graphs[0].exact
+            for _ in range(5):
+                moved = rng.choice(low_rows, 200, replace=False)
+                t[moved] = rng.normal(size=(200, dim)).astype(np.float32) * 0.5 / np.sqrt(dim)
+                index.refresh(t, moved)
+                index.query_many(queries[:60], 5)
+            assert was_graph or index._graphs[0].exact
+            bands[queries_reach_low] = index._graphs[0].exact
+            for q in rng.normal(size=(10, dim)).astype(np.float32):  # these do reach it
+                assert index.query(q, 30)[0].tolist() == exact_top_k(t, q, 30)[0].tolist()
+    assert bands == {True: False, False: True}
