@@ -84,9 +84,11 @@ class IndexConfig:
     12k-74k elements, dim 65, this machine). With norm-range pruning most queries never ask
     the small-norm bands, which hold most vectors and take most writes: on the bench's 100k
     catalogue the largest band was asked by 0.1% of queries and took 2.6 inserts per click.
-    Judged from the band's own counts once it has seen 256 queries and 256 writes; a graph
-    turns exact when it scores under half the threshold (a copy), an exact band turns into a
-    graph (a build) when it outgrows its array and scores over it. 0: size alone decides."""
+    Judged from the band's own counts once it has seen 256 queries and 256 writes: a graph
+    turns exact when it scores under half the threshold (a copy), an array turns into a
+    graph (a build) when it scores over it. Until then, and for a bulk write (a restore, a
+    preload, which comes before any query), a band is an array. 0 (or ``exact_below`` 0):
+    size alone decides, as before."""
     drift_tol: float = 0.05
     """Rewrite a row once it moved by more than this (relative L2). Small for callers that
     rank by the index's answer as is; a caller that re-scores the candidates against the
@@ -229,6 +231,23 @@ class _Graph:
         self.next_label = need
         self.live += n
         return labels
+
+    def compact(self, room: int) -> tuple[IntArray, IntArray]:
+        """An ``exact`` band's live vectors moved to the front of its array, in place and a
+        piece at a time, with room for ``room`` elements after; returns (rows, new labels)."""
+        assert self.vecs is not None
+        n, w, step = self.next_label, 0, 65_536
+        for lo in range(0, n, step):
+            keep = np.flatnonzero(self.row_of_label[lo : lo + step] >= 0) + lo
+            # The gathers copy before the stores, and ``w <= lo``: nothing unread is overwritten.
+            self.vecs[w : w + keep.size] = self.vecs[keep]
+            self.row_of_label[w : w + keep.size] = self.row_of_label[keep]
+            w += keep.size
+        self.row_of_label[w:n] = -1
+        self.next_label, self.live, self.deleted = w, w, 0
+        self.reserve(room)
+        self.limit = max(self.limit, room)
+        return self.row_of_label[:w].copy(), np.arange(w, dtype=np.int64)
 
     def delete(self, labels: IntArray) -> None:
         if self.hnsw is not None:
@@ -427,6 +446,13 @@ class VectorIndex:
     def _radius(self, band: int) -> float:
         return self.config.band_floor * self.config.band_ratio**band
 
+    @property
+    def _adaptive(self) -> bool:
+        """Whether bands past ``exact_below`` choose between a graph and an array by their
+        counts (``scan_per_insert``); ``exact_below`` 0 means graphs everywhere."""
+        c = self.config
+        return c.exact_below > 0 and c.scan_per_insert > 0 and c.space != "cosine"
+
     def _new_graph(self, band: int, capacity: int, exact: bool | None = None) -> _Graph:
         """A band for ``capacity`` elements: ``exact`` (unless said) when that is at most
         ``exact_below``; never for ``cosine``."""
@@ -440,18 +466,18 @@ class VectorIndex:
         ``compact_ratio`` times its live ones; an ``exact`` band past ``exact_below``
         elements, or with more than an eighth as many deleted as live (plus 64): its rebuild
         is a copy of its live vectors, and every deleted one costs every query a product."""
-        if g.exact:
-            return g.next_label > g.limit or 8 * g.deleted > g.live + 512
+        ratio = self._scan_ratio(g) if g.next_label > self.config.exact_below else None
+        if g.exact:  # often asked: a graph is built
+            return g.next_label > g.limit or 8 * g.deleted > g.live + 512 or (ratio or 0.0) > 1.0
         if g.deleted > self.config.compact_ratio * max(g.live, 1):
             return True
-        ratio = self._scan_ratio(g)
         return ratio is not None and ratio < 0.5  # rarely asked, often written: a copy makes it exact
 
     def _scan_ratio(self, g: _Graph) -> float | None:
         """Vectors the band's queries would score exactly over ``scan_per_insert`` times the
         vectors written to it, from the band's counts (None: too few of them yet, or the
         setting is off). Above 1 a graph pays for its inserts."""
-        if self.config.scan_per_insert <= 0 or g.queries < 256 or g.written < 256:
+        if not self._adaptive or g.queries < 256 or g.written < 256:
             return None
         return g.asked * g.live / (g.written * self.config.scan_per_insert)
 
@@ -503,8 +529,8 @@ class VectorIndex:
         with self._lock:
             for b, c in zip(*np.unique(band, return_counts=True), strict=True):
                 g = self._graphs.get(int(b))
-                if g is None:
-                    self._graphs[int(b)] = self._new_graph(int(b), int(c))
+                if g is None:  # no counts yet: an array, until its queries ask for a graph
+                    self._graphs[int(b)] = self._new_graph(int(b), int(c), True if self._adaptive else None)
                 else:
                     g.reserve(g.next_label + int(c))
 
@@ -523,7 +549,8 @@ class VectorIndex:
                 if g is None:
                     g = self._graphs[b] = self._new_graph(b, int(mine.sum()))
                 self._label[rows[mine]] = g.add(rows[mine], self._lift(vecs[mine], g), bulk)
-                g.written += int(mine.sum())
+                if not bulk:  # a restore or preload is not the stream's rate of writes
+                    g.written += int(mine.sum())
                 touched.add(b)
             self._indexed[rows] = vecs  # what drift is measured from, and a rebuild reads
             self._band[rows] = band
@@ -553,20 +580,36 @@ class VectorIndex:
             return
         # Room for as many again: exact while at most half of ``exact_below`` is live, or
         # while its queries would score fewer vectors than inserts would cost (the band's
-        # counts, with a margin against turning back and forth).
+        # counts, with a margin against turning back and forth; without enough counts, an
+        # array stays an array: a graph is built only once queries show they need it).
         g_old = self._graphs[band]
         ratio = self._scan_ratio(g_old)
-        exact = (2 * len(rows) <= self.config.exact_below
-                 or (ratio is not None and ratio < (1.0 if g_old.exact else 0.5)))
-        graph = self._new_graph(band, 2 * len(rows), exact)
+        if ratio is None:  # no counts to go by: by size, or (judging by counts) as it was
+            exact = 2 * len(rows) <= self.config.exact_below or (self._adaptive and g_old.exact)
+        else:
+            exact = 2 * len(rows) <= self.config.exact_below or ratio < (1.0 if g_old.exact else 0.5)
+        # An array past ``exact_below`` gets a quarter to spare, not a half: at 1M items
+        # it is hundreds of MB, and a quarter more writes bring the next look at it anyway.
+        big = exact and 2 * len(rows) > self.config.exact_below
+        room = len(rows) + len(rows) // 4 + 1024 if big else 2 * len(rows)
         # The counts carry over, halved: a compaction soon after a decision still has them.
-        graph.queries, graph.asked, graph.written = g_old.queries // 2, g_old.asked // 2, g_old.written // 2
+        counts = g_old.queries // 2, g_old.asked // 2, g_old.written // 2
+        self.rebuilds += 1
+        if exact and g_old.vecs is not None:
+            # An array stays an array: compacted where it is, under the lock (a memmove; a
+            # second array would double the largest band's memory for the time of the copy).
+            with self._lock:
+                kept, labels = g_old.compact(room)
+                self._label[kept] = labels
+            g_old.queries, g_old.asked, g_old.written = counts
+            return
+        graph = self._new_graph(band, room, exact)
+        graph.queries, graph.asked, graph.written = counts
         parts = [rows[part] for part in self._pieces(rows.size)]
         labels = np.concatenate([graph.add(p, self._lift(self._indexed[p], graph)) for p in parts])
         with self._lock:
             self._graphs[band] = graph
             self._label[rows] = labels
-        self.rebuilds += 1
 
     def refresh(self, table: Table, rows: list[int] | IntArray, limit: int | None = None) -> int:
         """``stage`` then ``write`` on the calling thread; returns points written. A bulk

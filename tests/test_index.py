@@ -253,7 +253,8 @@ def test_a_small_band_has_no_graph_until_it_outgrows_exact_search() -> None:
     array. Exact search's answers throughout, and a snapshot of each kind loads back."""
     rng = np.random.default_rng(7)
     dim = 12
-    config = IndexConfig(exact_below=600, drift_tol=0.0, band_floor=1.0, band_ratio=4.0)
+    # Size alone decides here (scan_per_insert 0): the counts' say is tested further down.
+    config = IndexConfig(exact_below=600, drift_tol=0.0, band_floor=1.0, band_ratio=4.0, scan_per_insert=0.0)
     index = VectorIndex(dim, config)
     direction = rng.normal(size=(1500, dim))
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
@@ -266,11 +267,13 @@ def test_a_small_band_has_no_graph_until_it_outgrows_exact_search() -> None:
             assert got.tolist() == exact_top_k(table[:n], q, 20)[0].tolist()
 
     index.refresh(table, np.arange(250))
+    array = index._graphs[1].vecs
     for _ in range(3):  # rewrites: the deleted elements are compacted away, no graph yet
         table[:250] *= np.float32(1.01)
         index.refresh(table, np.arange(250))
         assert [g.exact for g in index._graphs.values()] == [True]
         check(250)
+    assert index.rebuilds >= 2 and index._graphs[1].vecs is array  # compacted in place
     index.refresh(table, np.arange(250, 1500))
     (graph,) = index._graphs.values()
     assert not graph.exact and graph.live == 1500
@@ -372,3 +375,32 @@ def test_a_big_band_keeps_a_graph_only_while_its_queries_would_cost_more_than_it
             for q in rng.normal(size=(10, dim)).astype(np.float32):  # these do reach it
                 assert index.query(q, 30)[0].tolist() == exact_top_k(t, q, 30)[0].tolist()
     assert bands == {True: False, False: True}
+
+
+def test_a_bulk_write_makes_arrays_and_the_queries_then_ask_for_graphs() -> None:
+    """A restore or preload writes every vector at once, before any query: each band starts
+    as an array (a copy, not thousands of inserts), and one its queries keep needing gets
+    its graph once its counts say so. With ``exact_below`` 0 bulk writes build graphs."""
+    rng = np.random.default_rng(8)
+    dim, n = 16, 3000
+    table = rng.normal(size=(n, dim)).astype(np.float32)
+    table *= 0.8 / np.linalg.norm(table, axis=1, keepdims=True)  # one band
+    graphs = VectorIndex(dim, IndexConfig(exact_below=0, bulk_rows=1000))
+    graphs.refresh(table, np.arange(n))
+    assert not graphs._graphs[0].exact
+    config = IndexConfig(exact_below=256, scan_per_insert=100.0, bulk_rows=1000, drift_tol=0.0)
+    index = VectorIndex(dim, config)
+    index.refresh(table, np.arange(n))
+    assert index._graphs[0].exact and index._graphs[0].written == 0
+    queries = rng.normal(size=(100, dim)).astype(np.float32)
+    writes = 0
+    while index._graphs[0].exact and writes < 3000:
+        index.query_many(queries, 10)  # every one of them asks the only band
+        moved = rng.choice(n, 100, replace=False)
+        table[moved] *= np.float32(1.02)
+        index.refresh(table, moved)
+        writes += 100
+    # As soon as both counts reach 256 (the first rebuild, at 3,100 elements, halved them):
+    # on the 4th write, not at the next compaction.
+    assert not index._graphs[0].exact and writes == 400
+    assert _recall(index, table, queries[:40]) >= 0.95
