@@ -20,8 +20,11 @@ graph is rebuilt from the indexed vectors on the writer's thread, off the lock, 
 
 A band with few elements has no hnswlib graph at all: it keeps its vectors in an array and
 answers by exact products (``exact_below``), which costs less than a walk at that size,
-and a write to it is an array copy instead of an hnswlib insertion. When it outgrows that
-size its graph is built, like a compaction, off the lock, and swapped in.
+and a write to it is an array copy instead of an hnswlib insertion. Past that size a band
+keeps (or gets) a graph only while its queries would cost more to score exactly than the
+graph's inserts cost (``scan_per_insert``, from the band's own counts: with norm-range
+pruning most queries never ask the small-norm bands); a graph is built, like a compaction,
+off the lock, and swapped in.
 
 Inner-product search (``mips``, the default) is split by vector norm into bands (norm
 ranging, Yan et al., NeurIPS 2018): band ``b`` holds the vectors with norm in
@@ -120,14 +123,14 @@ class _Graph:
                  saved: npt.NDArray[np.uint8] | None = None, exact: bool = False) -> None:
         lifted = config.space == "mips"
         self.radius = radius
+        """Every vector written to the graph is lifted to this norm (``mips``)."""
         self.limit = max(config.exact_below, capacity)
         """An ``exact`` band past this many elements is due for its graph-or-not decision."""
         self.queries = 0
         """Queries made while this band was live, those that asked it (norm-range pruning
-        skips the rest), and vectors written to it: what ``VectorIndex._scan_ratio`` weighs."""
+        skips the rest), and vectors written to it: what ``VectorIndex._array_pays`` weighs."""
         self.asked = 0
         self.written = 0
-        """Every vector written to the graph is lifted to this norm (``mips``)."""
         self.hnsw: hnswlib.Index | None = None
         """None while the band is ``exact``."""
         self.vecs: FloatArray | None = None
@@ -463,23 +466,27 @@ class VectorIndex:
 
     def _outgrown(self, g: _Graph) -> bool:
         """Whether a band is due for a rebuild: a graph with more deleted elements than
-        ``compact_ratio`` times its live ones; an ``exact`` band past ``exact_below``
-        elements, or with more than an eighth as many deleted as live (plus 64): its rebuild
-        is a copy of its live vectors, and every deleted one costs every query a product."""
-        ratio = self._scan_ratio(g) if g.next_label > self.config.exact_below else None
+        ``compact_ratio`` times its live ones; an ``exact`` band past its ``limit``, or with
+        more than an eighth as many deleted as live (plus 64): its rebuild compacts its
+        array, and every deleted one costs every query a product. Past ``exact_below``, also
+        a band whose counts call for the other kind (``_array_pays``)."""
+        pays = self._array_pays(g) if g.next_label > self.config.exact_below else None
         if g.exact:  # often asked: a graph is built
-            return g.next_label > g.limit or 8 * g.deleted > g.live + 512 or (ratio or 0.0) > 1.0
+            return g.next_label > g.limit or 8 * g.deleted > g.live + 512 or pays is False
         if g.deleted > self.config.compact_ratio * max(g.live, 1):
             return True
-        return ratio is not None and ratio < 0.5  # rarely asked, often written: a copy makes it exact
+        return pays is True  # rarely asked, often written: a copy makes it exact
 
-    def _scan_ratio(self, g: _Graph) -> float | None:
-        """Vectors the band's queries would score exactly over ``scan_per_insert`` times the
-        vectors written to it, from the band's counts (None: too few of them yet, or the
-        setting is off). Above 1 a graph pays for its inserts."""
+    def _array_pays(self, g: _Graph) -> bool | None:
+        """Whether band ``g`` costs less as an array than as a graph, from its counts (None:
+        too few of them yet, or the setting is off): the vectors its queries would score
+        exactly against ``scan_per_insert`` times the vectors written to it, under half of
+        that for a graph to turn into an array and under all of it for an array to stay one
+        (a margin against turning back and forth)."""
         if not self._adaptive or g.queries < 256 or g.written < 256:
             return None
-        return g.asked * g.live / (g.written * self.config.scan_per_insert)
+        ratio = g.asked * g.live / (g.written * self.config.scan_per_insert)
+        return ratio < (1.0 if g.exact else 0.5)
 
     def write(self, labels: IntArray, vecs: FloatArray) -> int:
         """Insert or replace staged vectors (``labels`` are table rows); one writer thread.
@@ -583,15 +590,12 @@ class VectorIndex:
         # counts, with a margin against turning back and forth; without enough counts, an
         # array stays an array: a graph is built only once queries show they need it).
         g_old = self._graphs[band]
-        ratio = self._scan_ratio(g_old)
-        if ratio is None:  # no counts to go by: by size, or (judging by counts) as it was
-            exact = 2 * len(rows) <= self.config.exact_below or (self._adaptive and g_old.exact)
-        else:
-            exact = 2 * len(rows) <= self.config.exact_below or ratio < (1.0 if g_old.exact else 0.5)
+        small = 2 * len(rows) <= self.config.exact_below
+        pays = self._array_pays(g_old)
+        exact = small or ((self._adaptive and g_old.exact) if pays is None else pays)
         # An array past ``exact_below`` gets a quarter to spare, not a half: at 1M items
         # it is hundreds of MB, and a quarter more writes bring the next look at it anyway.
-        big = exact and 2 * len(rows) > self.config.exact_below
-        room = len(rows) + len(rows) // 4 + 1024 if big else 2 * len(rows)
+        room = len(rows) + len(rows) // 4 + 1024 if exact and not small else 2 * len(rows)
         # The counts carry over, halved: a compaction soon after a decision still has them.
         counts = g_old.queries // 2, g_old.asked // 2, g_old.written // 2
         self.rebuilds += 1
