@@ -80,18 +80,19 @@ class IndexConfig:
     searched by exact products over its vectors, and written by copying them. Past it the
     band's graph is built (off the lock); a rebuilt band goes back to exact search when at
     most half this many vectors are live. Not for ``cosine`` (always graphs)."""
-    scan_per_insert: float = 1000.0
+    scan_per_insert: float = 10_000.0
     """A band past ``exact_below`` keeps a graph only while the vectors its queries would
-    score exactly outnumber this many times the vectors written to it: an hnswlib insert
-    costs about as much as 1,000-2,500 exact products (19-46 us against about 20 ns at
-    12k-74k elements, dim 65, this machine). With norm-range pruning most queries never ask
-    the small-norm bands, which hold most vectors and take most writes: on the bench's 100k
-    catalogue the largest band was asked by 0.1% of queries and took 2.6 inserts per click.
-    Judged from the band's own counts once it has seen 256 queries and 256 writes: a graph
-    turns exact when it scores under half the threshold (a copy), an array turns into a
-    graph (a build) when it scores over it. Until then, and for a bulk write (a restore, a
-    preload, which comes before any query), a band is an array. 0 (or ``exact_below`` 0):
-    size alone decides, as before."""
+    score exactly outnumber this many times the vectors written to it. Side by side on this
+    machine (dim 64, one thread, random vectors), an hnswlib insert cost 70-180 us at
+    16k-262k elements and a screened exact product (``_screen``) 3-12 ns: 6,000-65,000
+    products per insert (learned vectors insert faster: 19-61 us at 12k-74k). With
+    norm-range pruning most queries never ask the small-norm bands, which hold most
+    vectors and take most writes: on the bench's 100k catalogue the largest band (63k) was
+    asked by 5% of queries and took 2.4 writes per click. Judged from the band's own counts
+    once it has seen 256 queries and 256 writes: a graph turns exact when it scores under
+    half the threshold (a copy), an array turns into a graph (a build) when it scores over
+    it. Until then, and for a bulk write (a restore, a preload, which comes before any
+    query), a band is an array. 0 (or ``exact_below`` 0): size alone decides."""
     drift_tol: float = 0.05
     """Rewrite a row once it moved by more than this (relative L2). Small for callers that
     rank by the index's answer as is; a caller that re-scores the candidates against the
@@ -135,6 +136,9 @@ class _Graph:
         """None while the band is ``exact``."""
         self.vecs: FloatArray | None = None
         """Label -> the vector as given (not lifted): what an ``exact`` band is searched by."""
+        self.norm_max = 0.0
+        """An ``exact`` band: no vector written to it is longer (what bounds the rounding of a
+        screening product, ``_screen``)."""
         if exact:
             self.vecs = np.zeros((capacity, dim), dtype=np.float32)
         else:
@@ -197,6 +201,7 @@ class _Graph:
         g.row_of_label[:n] = state[prefix + "rows"]
         if g.vecs is not None:
             g.vecs[:n] = state[prefix + "vecs"]
+            g.norm_max = float(np.sqrt(topk.sq_norms(g.vecs[:n]).max(initial=0.0)))
         g.next_label, g.deleted, g.live = n, deleted, live
         return g
 
@@ -230,6 +235,8 @@ class _Graph:
         else:
             assert self.vecs is not None
             self.vecs[labels] = vecs[:, : self.vecs.shape[1]]
+            longest = float(np.sqrt(topk.sq_norms(self.vecs[labels]).max(initial=0.0)))
+            self.norm_max = max(self.norm_max, longest)
         self.row_of_label[labels] = rows
         self.next_label = need
         self.live += n
@@ -585,12 +592,14 @@ class VectorIndex:
             with self._lock:
                 del self._graphs[band]
             return
-        # Room for as many again: exact while at most half of ``exact_below`` is live, or
-        # while its queries would score fewer vectors than inserts would cost (the band's
-        # counts, with a margin against turning back and forth; without enough counts, an
-        # array stays an array: a graph is built only once queries show they need it).
+        # Room for as many again: exact while at most ``exact_below`` is live (half of it
+        # with ``scan_per_insert`` off: a margin against turning back and forth), or while
+        # its queries would score fewer vectors than inserts would cost (the band's counts,
+        # with a margin; without enough counts, an array stays an array: a graph is built
+        # only once queries show they need it). Counted, a 9k band asked by 38% of queries
+        # still took a graph early on, when its writes had not begun.
         g_old = self._graphs[band]
-        small = 2 * len(rows) <= self.config.exact_below
+        small = (1 if self._adaptive else 2) * len(rows) <= self.config.exact_below
         pays = self._array_pays(g_old)
         exact = small or ((self._adaptive and g_old.exact) if pays is None else pays)
         # An array past ``exact_below`` gets a quarter to spare, not a half: at 1M items
@@ -653,6 +662,25 @@ class VectorIndex:
             return None
         return np.flatnonzero(need)
 
+    @staticmethod
+    def _screen(g: _Graph, q: FloatArray, qn: npt.NDArray[np.float64], hd: npt.NDArray[np.float32],
+                hr: IntArray, hn: IntArray) -> None:
+        """Offer an ``exact`` band's vectors to the heaps: one BLAS product of the queries by
+        a piece of the band screens out what cannot enter a heap, and the compiled product
+        scores the rest (``topk.offer_screened``: the answers are ``offer_products``'s).
+        The screen's margin bounds both products' float32 rounding, dim * 2**-24 times
+        |q| |x| each (Higham's gamma_n, doubled for a margin), plus 1e-6 for the subtraction
+        from 1."""
+        assert g.vecs is not None
+        n, d = g.next_label, g.vecs.shape[1]
+        slack = (qn * (g.norm_max * 4.0 * d * 2.0**-24) + 1e-6).astype(np.float32)
+        step = _SCREEN_PIECE
+        scores = np.empty((len(q), min(step, n)), dtype=np.float32)
+        for lo in range(0, n, step):
+            hi = min(lo + step, n)
+            part = np.matmul(q[:, :d], g.vecs[lo:hi].T, out=scores[:, : hi - lo])
+            topk.offer_screened(part, g.vecs[lo:hi], g.row_of_label[lo:hi], q, slack, hd, hr, hn)
+
     def query_many(
         self, qs: FloatArray, k: int, fallback: FloatArray | None = None
     ) -> list[tuple[IntArray, npt.NDArray[np.float32]]]:
@@ -688,7 +716,8 @@ class VectorIndex:
         hr = np.zeros((nq, k), dtype=np.int64)
         hn = np.zeros(nq, dtype=np.int64)
         try:
-            qq = topk.sq_norms(q0) if lifted else np.zeros(nq)
+            qq = topk.sq_norms(q0)
+            qn = np.sqrt(qq)
             # Widest norms first: a band none of whose vectors can beat what a query already
             # keeps is not asked for it (``_asking``).
             graphs = sorted((g for g in self._graphs.values() if g.live), key=lambda g: -g.radius)
@@ -705,8 +734,7 @@ class VectorIndex:
                 q_g, qq_g = (q_idx, qq) if ask is None else (q_idx[ask], qq[ask])
                 hd_g, hr_g, hn_g = (hd, hr, hn) if ask is None else (hd[ask], hr[ask], hn[ask])
                 if g.vecs is not None:  # small band: products beat a walk
-                    n = g.next_label
-                    topk.offer_products(g.vecs[:n], g.row_of_label[:n], q_g, hd_g, hr_g, hn_g)
+                    self._screen(g, q_g, qn if ask is None else qn[ask], hd_g, hr_g, hn_g)
                 else:
                     rows, dist = g.search_many(q_g, k)
                     if lifted:  # |q-x|^2 = |q|^2 + R^2 - 2 q.x  ->  1 - q.x
@@ -719,6 +747,11 @@ class VectorIndex:
             self._lock.release()
         topk.sorted_heaps(hd, hr, hn)
         return [(hr[b, : hn[b]], hd[b, : hn[b]]) for b in range(nq)]
+
+
+_SCREEN_PIECE = 2048
+"""Vectors screened per BLAS product: 64 queries' scores for them (512 KB) stay in cache
+for the compiled pass that reads them."""
 
 
 def _settings_key(dim: int, c: IndexConfig) -> npt.NDArray[np.float64]:

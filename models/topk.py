@@ -133,6 +133,54 @@ def offer_products(vecs: np.ndarray, rows: np.ndarray, q: np.ndarray, hd: np.nda
 
 
 @_compiled()
+def offer_screened(scores: np.ndarray, vecs: np.ndarray, rows: np.ndarray, q: np.ndarray,
+                   slack: np.ndarray, hd: np.ndarray, hr: np.ndarray, hn: np.ndarray) -> None:
+    """``offer_products``, screened by ``scores`` (``q[b] . vecs[j]`` from one BLAS product
+    over the whole batch): a vector is scored here only when its BLAS score is within
+    ``slack[b]`` of what could still enter heap ``b``. BLAS rounds differently for different
+    batch shapes, so its scores only screen; what enters the heap is this module's own
+    product, and the heaps end exactly as ``offer_products`` leaves them provided ``slack``
+    bounds the two products' rounding difference. A BLAS product and a comparison per
+    vector measured about 2.5 ns against 13-20 ns for a compiled product per vector (64
+    queries, dim 65, one thread)."""
+    k = hd.shape[1]
+    one = np.float32(1.0)
+    for b in range(q.shape[0]):
+        hdb = hd[b]
+        hrb = hr[b]
+        qb = q[b]
+        sb = scores[b]
+        n = hn[b]
+        cut = -np.inf if n < k else one - hdb[0] - slack[b]
+        m = vecs.shape[0]
+        for lo in range(0, m, 16):
+            hi = min(lo + 16, m)
+            if hi - lo == 16 and _block_max(sb, lo) < cut:
+                continue
+            for j in range(lo, hi):
+                if sb[j] < cut:
+                    continue
+                r = rows[j]
+                if r < 0:
+                    continue
+                d = one - _dot(vecs[j], qb)
+                if n < k or _worse(hdb[0], hrb[0], d, r):
+                    n = _push(hdb, hrb, n, k, d, r)
+                    if n == k:
+                        cut = one - hdb[0] - slack[b]
+        hn[b] = n
+
+
+@_compiled(inline="always", fastmath={"nnan", "ninf", "reassoc"})
+def _block_max(s: np.ndarray, lo: int) -> float:
+    """The largest of ``s[lo:lo + 16]``, in SIMD lanes."""
+    m = s[lo]
+    for j in range(lo + 1, lo + 16):
+        m = max(m, s[j])
+    return m
+
+
+@_compiled()
 def sorted_heaps(hd: np.ndarray, hr: np.ndarray, hn: np.ndarray) -> None:
     """Sort each heap in place, best first (heapsort: the worst goes to the end each step)."""
     for b in range(hd.shape[0]):
