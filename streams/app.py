@@ -29,6 +29,7 @@ from streams.transport import consumer_urls
 
 log = logging.getLogger("sessionrec")
 settings = Settings.from_env()
+settings.limit_threads()
 app = faust.App(
     settings.app_id,
     broker=settings.broker,

@@ -319,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from streams.settings import Settings
+
+    Settings.from_env().limit_threads()
     return int(args.func(args))
 
 

@@ -124,3 +124,25 @@ def test_learning_is_set_beside_gensim_round_by_round(capsys: pytest.CaptureFixt
     assert line["learn_ratio_vs_gensim"] == pytest.approx(sorted(ratios)[1], abs=1e-4)
     assert line["learn_only_clicks_per_s"] == pytest.approx(sorted(learn)[1], abs=0.1)
     assert line["gensim_words_per_s"] == pytest.approx(sorted(words)[1], abs=0.1)
+
+
+def test_blas_runs_on_the_threads_the_settings_allow() -> None:
+    """``SESSIONREC_BLAS_THREADS`` reaches the BLAS numpy loaded (a worker and the CLI apply
+    it at start), and 0 leaves BLAS its own default."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from streams.settings import Settings
+
+    def blas_threads() -> set[int]:
+        return {int(i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    assert before, "numpy's BLAS was not found"
+    try:
+        threadpool_limits(limits=2, user_api="blas")
+        Settings.from_env({"SESSIONREC_BLAS_THREADS": "0"}).limit_threads()
+        assert blas_threads() == {2}
+        Settings.from_env({"SESSIONREC_BLAS_THREADS": "1"}).limit_threads()
+        assert blas_threads() == {1}
+    finally:
+        threadpool_limits(limits=max(before), user_api="blas")
