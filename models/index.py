@@ -90,9 +90,10 @@ class IndexConfig:
     vectors and take most writes: on the bench's 100k catalogue the largest band (63k) was
     asked by 5% of queries and took 2.4 writes per click. Judged from the band's own counts
     once it has seen 256 queries and 256 writes: a graph turns exact when it scores under
-    half the threshold (a copy), an array turns into a graph (a build) when it scores over
-    it. Until then, and for a bulk write (a restore, a preload, which comes before any
-    query), a band is an array. 0 (or ``exact_below`` 0): size alone decides."""
+    half the threshold (a copy), an array turns into a graph (a build) when its scans
+    outweigh the writes plus the build's own inserts (``_array_pays``). Until then, and
+    for a bulk write (a restore, a preload, which comes before any query), a band is an
+    array. 0 (or ``exact_below`` 0): size alone decides."""
     drift_tol: float = 0.05
     """Rewrite a row once it moved by more than this (relative L2). Small for callers that
     rank by the index's answer as is; a caller that re-scores the candidates against the
@@ -487,12 +488,17 @@ class VectorIndex:
     def _array_pays(self, g: _Graph) -> bool | None:
         """Whether band ``g`` costs less as an array than as a graph, from its counts (None:
         too few of them yet, or the setting is off): the vectors its queries would score
-        exactly against ``scan_per_insert`` times the vectors written to it, under half of
-        that for a graph to turn into an array and under all of it for an array to stay one
-        (a margin against turning back and forth)."""
+        exactly against ``scan_per_insert`` times the vectors written to it. A graph turns
+        into an array (a copy) under half of that; an array stays one while its scans come
+        to less than all of it plus the inserts that would build its graph, so the build
+        must pay for itself over as many clicks as the counts cover. Without the build in
+        it, at 1M items three bands of 31k-88k took graphs in the first seconds after a
+        preload, when queries asked them and hardly any vector had moved yet, and then cost
+        4.7 inserts per click (about 290 us)."""
         if not self._adaptive or g.queries < 256 or g.written < 256:
             return None
-        ratio = g.asked * g.live / (g.written * self.config.scan_per_insert)
+        inserts = g.written + (g.live if g.exact else 0)
+        ratio = g.asked * g.live / (inserts * self.config.scan_per_insert)
         return ratio < (1.0 if g.exact else 0.5)
 
     def write(self, labels: IntArray, vecs: FloatArray) -> int:

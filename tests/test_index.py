@@ -432,3 +432,34 @@ def test_a_bulk_write_makes_arrays_and_the_queries_then_ask_for_graphs() -> None
     # on the 4th write, not at the next compaction.
     assert not index._graphs[0].exact and writes == 400
     assert _recall(index, table, queries[:40]) >= 0.95
+
+
+def test_an_array_gets_its_graph_only_once_its_scans_would_have_paid_for_the_build() -> None:
+    """Every query asks the band, and a few of its vectors move each round: a graph pays,
+    but building it costs an insert per vector. The band stays an array past the point
+    where its counts first allow a decision (scans already outweighing the writes alone
+    7.5 times), and becomes a graph once the scans also outweigh the build."""
+    rng = np.random.default_rng(9)
+    dim, n = 16, 3000
+    table = rng.normal(size=(n, dim)).astype(np.float32)
+    table *= 0.8 / np.linalg.norm(table, axis=1, keepdims=True)  # one band
+    config = IndexConfig(exact_below=256, scan_per_insert=400.0, bulk_rows=1000, drift_tol=0.0)
+    index = VectorIndex(dim, config)
+    index.refresh(table, np.arange(n))
+    queries = rng.normal(size=(30, dim)).astype(np.float32)
+    decided_from = graph_at = None
+    for r in range(60):
+        index.query_many(queries, 10)
+        moved = rng.choice(n, 30, replace=False)
+        table[moved] *= np.float32(1.02)
+        index.refresh(table, moved)
+        g = index._graphs[0]
+        if decided_from is None and g.queries >= 256 and g.written >= 256:
+            decided_from = r
+            assert g.asked * g.live > 7 * g.written * config.scan_per_insert
+        if not g.exact:
+            graph_at = r
+            break
+    assert decided_from is not None and graph_at is not None
+    assert graph_at >= decided_from + 5
+    assert _recall(index, table, queries) >= 0.95
