@@ -673,7 +673,8 @@ class VectorIndex:
                 hr: IntArray, hn: IntArray) -> None:
         """Offer an ``exact`` band's vectors to the heaps: one BLAS product of the queries by
         a piece of the band screens out what cannot enter a heap, and the compiled product
-        scores the rest (``topk.offer_screened``: the answers are ``offer_products``'s).
+        scores the rest (``topk.offer_screened``: the answers are those of scoring every
+        vector).
         The screen's margin bounds both products' float32 rounding, dim * 2**-24 times
         |q| |x| each (Higham's gamma_n, doubled for a margin), plus 1e-6 for the subtraction
         from 1."""

@@ -5,10 +5,11 @@
 distance, graph bands what hnswlib returned; ``sorted_heaps`` turns the heaps into
 best-first lists.
 
-Small bands are scored here too (``offer_products``): a product per vector and query in
+Small bands are scored here too (``offer_screened``): a product per vector and query in
 compiled code, reassociated so it vectorises (without that, a compiled dot measured 20x
 slower than BLAS), and the same floats for a query whatever the batch, which one BLAS
-matrix-matrix product would not promise. The heap costs a comparison per vector, and ties
+matrix-matrix product would not promise: BLAS's product only screens out the vectors
+that cannot enter a heap, which is most of them. The heap costs a comparison per vector, and ties
 are broken by row, not by where a partition put them (the ``argpartition`` + ``lexsort`` +
 masking this replaced cost 3-4 times the product). ``rank`` then re-scores each session's
 candidates exactly, the whole batch in one call.
@@ -103,46 +104,23 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.float32:
 
 
 @_compiled()
-def offer_products(vecs: np.ndarray, rows: np.ndarray, q: np.ndarray, hd: np.ndarray, hr: np.ndarray,
-                   hn: np.ndarray) -> None:
-    """``offer`` the exact distance ``1 - vecs[j] . q[b]`` of every vector ``j`` whose row
-    ``rows[j]`` is >= 0 to heap ``b``, for every query ``b`` (``q`` may have more columns than
-    ``vecs``: they are not read): a small band answered without its graph. Measured per
-    query against a BLAS matrix-vector product per query followed by ``offer``: 50-60
-    against 65-70 us at 1,000 vectors, about 100 against 210-340 at 4,000, 64 queries
-    (scratch microbenchmark, medians of 7). Splitting this loop in two (products into a
-    buffer, then the heap) measured slower. ``q`` must have one memory layout whatever its
-    length (the index passes its C-contiguous query array): numba compiles one version per
-    layout, and a single query given as a contiguous row of a wider array got its own
-    version, which summed in another order than the batch's (a test caught it)."""
-    k = hd.shape[1]
-    one = np.float32(1.0)
-    for b in range(q.shape[0]):
-        hdb = hd[b]
-        hrb = hr[b]
-        qb = q[b]
-        n = hn[b]
-        for j in range(vecs.shape[0]):
-            r = rows[j]
-            if r < 0:
-                continue
-            d = one - _dot(vecs[j], qb)
-            if n < k or _worse(hdb[0], hrb[0], d, r):  # most vectors lose to the worst kept
-                n = _push(hdb, hrb, n, k, d, r)
-        hn[b] = n
-
-
-@_compiled()
 def offer_screened(scores: np.ndarray, vecs: np.ndarray, rows: np.ndarray, q: np.ndarray,
                    slack: np.ndarray, hd: np.ndarray, hr: np.ndarray, hn: np.ndarray) -> None:
-    """``offer_products``, screened by ``scores`` (``q[b] . vecs[j]`` from one BLAS product
-    over the whole batch): a vector is scored here only when its BLAS score is within
-    ``slack[b]`` of what could still enter heap ``b``. BLAS rounds differently for different
-    batch shapes, so its scores only screen; what enters the heap is this module's own
-    product, and the heaps end exactly as ``offer_products`` leaves them provided ``slack``
-    bounds the two products' rounding difference. A BLAS product and a comparison per
-    vector measured about 2.5 ns against 13-20 ns for a compiled product per vector (64
-    queries, dim 65, one thread)."""
+    """Offer the exact distance ``1 - vecs[j] . q[b]`` of every vector ``j`` whose row
+    ``rows[j]`` is >= 0 to heap ``b``, for every query ``b`` (``q`` may have more columns
+    than ``vecs``: they are not read): a small band answered without its graph.
+
+    ``scores`` (``q[b] . vecs[j]``, from one BLAS product over the batch) screens: a vector
+    is scored here only when its BLAS score is within ``slack[b]`` of what could still enter
+    heap ``b``. BLAS rounds differently for different batch shapes, so what enters the heap
+    is this module's own product, and the heaps end as if every vector had been scored
+    here provided ``slack`` bounds the two products' rounding difference (scores of +inf:
+    no screen, the reference the tests hold this to). A BLAS product and a comparison per
+    vector measured about 2.5 ns against 13-20 ns for the compiled product of every vector
+    (64 queries, dim 65, one thread). ``q`` must have one memory layout whatever its length
+    (the index passes its C-contiguous query array): numba compiles one version per layout,
+    and a single query given as a contiguous row of a wider array got its own version,
+    which summed in another order than the batch's (a test caught it)."""
     k = hd.shape[1]
     one = np.float32(1.0)
     for b in range(q.shape[0]):
