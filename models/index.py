@@ -117,6 +117,11 @@ class IndexConfig:
     a write running on another thread is about one chunk of inserts."""
 
 
+def _longest(vecs: FloatArray) -> float:
+    """The largest norm among ``vecs`` (0 for none)."""
+    return float(np.sqrt(topk.sq_norms(vecs).max(initial=0.0)))
+
+
 class _Graph:
     """One band: an hnswlib graph, or (``exact``) its vectors in an array searched by exact
     products, with its label <-> row maps (labels are never reused)."""
@@ -202,7 +207,7 @@ class _Graph:
         g.row_of_label[:n] = state[prefix + "rows"]
         if g.vecs is not None:
             g.vecs[:n] = state[prefix + "vecs"]
-            g.norm_max = float(np.sqrt(topk.sq_norms(g.vecs[:n]).max(initial=0.0)))
+            g.norm_max = _longest(g.vecs[:n])
         g.next_label, g.deleted, g.live = n, deleted, live
         return g
 
@@ -236,8 +241,7 @@ class _Graph:
         else:
             assert self.vecs is not None
             self.vecs[labels] = vecs[:, : self.vecs.shape[1]]
-            longest = float(np.sqrt(topk.sq_norms(self.vecs[labels]).max(initial=0.0)))
-            self.norm_max = max(self.norm_max, longest)
+            self.norm_max = max(self.norm_max, _longest(self.vecs[labels]))
         self.row_of_label[labels] = rows
         self.next_label = need
         self.live += n
@@ -653,7 +657,7 @@ class VectorIndex:
         return self.query_many(np.reshape(q, (1, -1)), k, fallback)[0]
 
     @staticmethod
-    def _asking(g: _Graph, qq: npt.NDArray[np.float64], hd: npt.NDArray[np.float32],
+    def _asking(g: _Graph, qn: npt.NDArray[np.float64], hd: npt.NDArray[np.float32],
                 hn: IntArray, k: int) -> IntArray | None:
         """The queries band ``g`` could still give something (None: all of them). No vector
         of the band scores more than its radius times the query's norm (Cauchy-Schwarz), so
@@ -662,7 +666,7 @@ class VectorIndex:
         with the widest bands asked first, on the bench's 100k catalogue the small-norm
         bands that hold most vectors were skippable for 94% of their elements). Skipping
         them changes no answer: the heaps get exactly what they would have kept."""
-        bound = g.radius * np.sqrt(qq) * (1.0 + 1e-5) + 1e-6  # float32 rounding of the scores
+        bound = g.radius * qn * (1.0 + 1e-5) + 1e-6  # float32 rounding of the scores
         need = (hn < k) | (1.0 - bound <= hd[:, 0])
         if need.all():
             return None
@@ -729,7 +733,7 @@ class VectorIndex:
             # keeps is not asked for it (``_asking``).
             graphs = sorted((g for g in self._graphs.values() if g.live), key=lambda g: -g.radius)
             for g in graphs:
-                ask = self._asking(g, qq, hd, hn, k) if lifted else None
+                ask = self._asking(g, qn, hd, hn, k) if lifted else None
                 g.queries += nq
                 g.asked += nq if ask is None else ask.size
                 if ask is not None:

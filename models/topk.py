@@ -149,9 +149,10 @@ def offer_screened(scores: np.ndarray, vecs: np.ndarray, rows: np.ndarray, q: np
         hn[b] = n
 
 
-@_compiled(inline="always", fastmath={"nnan", "ninf", "reassoc"})
+@_compiled(inline="always", fastmath={"nnan", "reassoc"})
 def _block_max(s: np.ndarray, lo: int) -> float:
-    """The largest of ``s[lo:lo + 16]``, in SIMD lanes."""
+    """The largest of ``s[lo:lo + 16]``, in SIMD lanes (infinities allowed: +inf is
+    ``offer_screened``'s "no screen")."""
     m = s[lo]
     for j in range(lo + 1, lo + 16):
         m = max(m, s[j])
