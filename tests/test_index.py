@@ -246,7 +246,7 @@ def test_an_exact_band_screened_by_blas_keeps_what_the_compiled_product_ranks(se
                         np.zeros(nq, dtype=np.float32), hd, hr, hn)
     topk.sorted_heaps(hd, hr, hn)
     got = index.query_many(queries[:, :dim], k)
-    assert index.bands == 1 and index._graphs[0].exact
+    assert index.bands == 1 and all(g.exact for g in index._graphs.values())
     for b, (rows, dist) in enumerate(got):
         assert rows.tolist() == hr[b].tolist()
         np.testing.assert_array_equal(dist, hd[b])
@@ -363,6 +363,36 @@ def test_bands_that_cannot_beat_a_full_heap_are_skipped_without_changing_answers
             np.testing.assert_array_equal(dist, dist_all)
 
 
+def test_short_vectors_behind_a_shared_last_coordinate_get_a_band_that_is_skipped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys as the recommender's: a vector, then log(1 + clicks). Items clicked once share
+    the last coordinate, which is most of their norm, so long and short vectors fall in one
+    norm band; a query that keeps long ones cannot be beaten by a short one, and their head
+    band must be skipped (by the radius alone it could not be). The answers must be the
+    exact top k, and those of asking every band."""
+    rng = np.random.default_rng(11)
+    head_dim, n = 32, 3000
+    heads = rng.normal(size=(n, head_dim))
+    heads *= rng.choice([0.2, 0.7], n)[:, None] / np.linalg.norm(heads, axis=1, keepdims=True)
+    table = np.concatenate([heads, np.full((n, 1), np.log1p(1.0))], axis=1).astype(np.float32)
+    assert np.linalg.norm(table, axis=1).max() <= 1.0  # one norm band for all
+    index = VectorIndex(head_dim + 1, IndexConfig(exact_below=10_000))
+    index.refresh(table, np.arange(n))
+    assert index.bands == 2
+    long_rows = np.flatnonzero(np.linalg.norm(heads, axis=1) > 0.5)
+    queries = np.concatenate([2.0 * heads[long_rows[:40]] + 0.1 * rng.normal(size=(40, head_dim)),
+                              np.full((40, 1), 0.75)], axis=1).astype(np.float32)
+    skipped = index.bands_skipped
+    pruned = index.query_many(queries, 10)
+    assert index.bands_skipped - skipped == len(queries)  # the short band, for every query
+    with monkeypatch.context() as m:
+        m.setattr(VectorIndex, "_asking", staticmethod(lambda *args: None))  # every band asked
+        every = index.query_many(queries, 10)
+    for q, (rows, dist), (rows_all, dist_all) in zip(queries, pruned, every, strict=True):
+        assert rows.tolist() == exact_top_k(table, q, 10)[0].tolist() == rows_all.tolist()
+        np.testing.assert_array_equal(dist, dist_all)
+
+
 def test_a_big_band_keeps_a_graph_only_while_its_queries_would_cost_more_than_its_writes() -> None:
     """Past ``exact_below`` a band's graph must pay for its inserts: two indexes take the same
     writes, a small-norm band rewritten over and over; where every query needs that band it
@@ -374,7 +404,7 @@ def test_a_big_band_keeps_a_graph_only_while_its_queries_would_cost_more_than_it
     high = (cluster + 0.1 * rng.normal(size=(n_high, dim))).astype(np.float32)
     high *= 10.0 / np.linalg.norm(high, axis=1, keepdims=True)
     low = rng.normal(size=(n_low, dim)).astype(np.float32)
-    low *= 0.5 / np.linalg.norm(low, axis=1, keepdims=True)
+    low *= 0.8 / np.linalg.norm(low, axis=1, keepdims=True)  # band 0, heads past its first head band
     table = np.concatenate([high, low])
     low_rows = np.arange(n_high, n_high + n_low)
     config = IndexConfig(exact_below=256, scan_per_insert=100.0, drift_tol=0.05, initial_capacity=64)
@@ -397,7 +427,7 @@ def test_a_big_band_keeps_a_graph_only_while_its_queries_would_cost_more_than_it
             was_graph = not index._graphs[0].exact
             for _ in range(5):
                 moved = rng.choice(low_rows, 200, replace=False)
-                t[moved] = rng.normal(size=(200, dim)).astype(np.float32) * 0.5 / np.sqrt(dim)
+                t[moved] = rng.normal(size=(200, dim)).astype(np.float32) * 0.8 / np.sqrt(dim)
                 index.refresh(t, moved)
                 index.query_many(queries[:60], 5)
             assert was_graph or index._graphs[0].exact
