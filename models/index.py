@@ -32,7 +32,8 @@ ranging, Yan et al., NeurIPS 2018): band ``b`` holds the vectors with norm in
 lifted to the band's top norm (see ``_lift``); a query asks every band and keeps the best
 by inner product. Each norm band is split again by the norm of its vectors without their last
 coordinate (head bands, ``_band_of``): the recommender's keys end in log(1 + clicks), and a
-query skips the bands none of whose vectors could beat what it keeps (``_asking``). One lift over all items measured recall@20 0.55-0.65 against exact search
+query skips the bands none of whose vectors could beat what it keeps (``_asking``).
+One lift over all items measured recall@20 0.55-0.65 against exact search
 on learned item vectors whose norms span 0.7-9.5 (any ef up to 400): the lift coordinate
 crowds most points near one pole. Per band the lift is small and recall was 0.95-0.99
 (``sessionrec bench core``). Bands also have fixed radii, so a growing norm moves a vector
@@ -691,34 +692,22 @@ class VectorIndex:
         return self.query_many(np.reshape(q, (1, -1)), k, fallback)[0]
 
     @staticmethod
-    def _bound(g: _Graph, qn: npt.NDArray[np.float64], qa: npt.NDArray[np.float64],
-               ql: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """The most any vector of band ``g`` can score against each query, whose norm is
-        ``qn``, norm without its last coordinate ``qa`` and last coordinate ``ql``: the
-        band's radius times ``qn`` (Cauchy-Schwarz), or, often much less, Cauchy-Schwarz on
-        the head plus the last coordinates' product, each at the band's extreme."""
-        split = qa * g.head_max + np.maximum(ql * g.last_hi, ql * g.last_lo)
-        out: npt.NDArray[np.float64] = np.minimum(g.radius * qn, split)
-        return out
-
-    @classmethod
-    def _asking(cls, g: _Graph, qn: npt.NDArray[np.float64], qa: npt.NDArray[np.float64],
+    def _asking(g: _Graph, qn: npt.NDArray[np.float64], qa: npt.NDArray[np.float64],
                 ql: npt.NDArray[np.float64], hd: npt.NDArray[np.float32], hn: IntArray,
                 k: int) -> IntArray | None:
-        """The queries band ``g`` could still give something (None: all of them). A query
-        whose heap is full and whose worst kept distance is below 1 minus what the band can
-        score (``_bound``) would reject everything the band returned (norm-range pruning,
-        as in Yan et al.: with the most promising bands asked first, on the bench's 100k
-        catalogue the small-norm bands that hold most vectors were skippable for 94% of
-        their elements). Skipping them changes no answer: the heaps get exactly what they
-        would have kept. The margin covers the float32 rounding of the scores, at most
-        dim * 2**-24 of the radius times ``qn``."""
-        cs = g.radius * qn
-        bound = cls._bound(g, qn, qa, ql) + cs * 1e-5 + 1e-6
-        need = (hn < k) | (1.0 - bound <= hd[:, 0])
-        if need.all():
-            return None
-        return np.flatnonzero(need)
+        """The queries band ``g`` could still give something (None: all of them). No vector
+        of the band scores more than the band's radius times the query's norm ``qn``
+        (Cauchy-Schwarz), nor more than its longest head times the query's head ``qa`` plus
+        the last coordinates' product (``ql`` times one end of the band's range), so a query
+        whose heap is full and whose worst kept distance is below 1 minus the smaller bound
+        would reject everything the band returned (norm-range pruning, as in Yan et al.; on
+        the bench's 100k catalogue the small-norm bands that hold most vectors were
+        skippable for 94% of their elements). Skipping them changes no answer: the heaps get
+        exactly what they would have kept. The margin covers the float32 rounding of the
+        scores (``topk.asking``; compiled: 33 bands asked per batch cost 19 us per click in
+        numpy)."""
+        ask: IntArray = topk.asking(qn, qa, ql, hd, hn, k, g.radius, g.head_max, g.last_lo, g.last_hi)
+        return None if ask.size == len(qn) else ask
 
     @staticmethod
     def _screen(g: _Graph, q: FloatArray, qn: npt.NDArray[np.float64], hd: npt.NDArray[np.float32],

@@ -160,6 +160,29 @@ def _block_max(s: np.ndarray, lo: int) -> float:
 
 
 @_compiled()
+def asking(qn: np.ndarray, qa: np.ndarray, ql: np.ndarray, hd: np.ndarray, hn: np.ndarray, k: int,
+           radius: float, head_max: float, last_lo: float, last_hi: float) -> np.ndarray:
+    """The queries (their indices, in order) whose heaps a band could still add to: those not
+    full, and those whose worst kept distance is at least 1 minus the band's bound, the
+    smaller of ``radius * qn`` and ``qa * head_max`` plus the larger of ``ql * last_lo`` and
+    ``ql * last_hi`` (``VectorIndex._asking``), widened by 1e-5 of ``radius * qn`` and by
+    1e-6 for the scores' float32 rounding (at most dim * 2**-24 of it)."""
+    out = np.empty(qn.shape[0], dtype=np.int64)
+    m = 0
+    for b in range(qn.shape[0]):
+        if hn[b] < k:
+            out[m] = b
+            m += 1
+            continue
+        cs = radius * qn[b]
+        bound = min(cs, qa[b] * head_max + max(ql[b] * last_hi, ql[b] * last_lo)) + cs * 1e-5 + 1e-6
+        if 1.0 - bound <= hd[b, 0]:
+            out[m] = b
+            m += 1
+    return out[:m]
+
+
+@_compiled()
 def sorted_heaps(hd: np.ndarray, hr: np.ndarray, hn: np.ndarray) -> None:
     """Sort each heap in place, best first (heapsort: the worst goes to the end each step)."""
     for b in range(hd.shape[0]):
