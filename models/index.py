@@ -217,16 +217,15 @@ class _Graph:
 
     def note(self, vecs: FloatArray) -> None:
         """Widen the band's bounds (``norm_max``, ``head_max``, ``last_lo``/``last_hi``) to
-        take ``vecs`` (as given, not lifted). Deleting never narrows them: they stay bounds."""
+        take ``vecs`` (as given, not lifted). Deleting never narrows them: they stay bounds.
+        One compiled pass (``topk.extremes``): numpy's version cost 44 us per write chunk."""
         if len(vecs) == 0:
             return
-        last = vecs[:, -1]
-        sq_last = last.astype(np.float64) ** 2
-        sq = topk.sq_norms(vecs)
-        self.norm_max = max(self.norm_max, float(np.sqrt(sq.max())))
-        self.head_max = max(self.head_max, float(np.sqrt(np.maximum(sq - sq_last, 0.0).max())))
-        self.last_lo = min(self.last_lo, float(last.min()))
-        self.last_hi = max(self.last_hi, float(last.max()))
+        sq_max, head_sq_max, lo, hi = topk.extremes(vecs)
+        self.norm_max = max(self.norm_max, math.sqrt(sq_max))
+        self.head_max = max(self.head_max, math.sqrt(head_sq_max))
+        self.last_lo = min(self.last_lo, lo)
+        self.last_hi = max(self.last_hi, hi)
 
     def reserve(self, need: int) -> None:
         """Room for ``need`` elements in all (capacity doubles, as a ``list`` grows)."""

@@ -207,6 +207,27 @@ def sq_norms(q: np.ndarray) -> np.ndarray:
 
 
 @_compiled()
+def extremes(v: np.ndarray) -> tuple[float, float, float, float]:
+    """Over the rows of ``v`` (at least one): the largest squared norm, the largest squared
+    norm without the last column, and the smallest and largest last column (float64 sums
+    of float32 products, as ``sq_norms``)."""
+    last = v.shape[1] - 1
+    sq_max = head_max = 0.0
+    lo = np.inf
+    hi = -np.inf
+    for b in range(v.shape[0]):
+        s = 0.0
+        for j in range(last):
+            s += float(v[b, j]) * float(v[b, j])
+        x = float(v[b, last])
+        head_max = max(head_max, s)
+        sq_max = max(sq_max, s + x * x)
+        lo = min(lo, x)
+        hi = max(hi, x)
+    return sq_max, head_max, lo, hi
+
+
+@_compiled()
 def bump_top(top: np.ndarray, n_top: np.ndarray, pop: np.ndarray, row: int) -> None:
     """Keep ``top[:n_top[0]]`` the rows of the largest ``pop`` (ties: smaller row first) after
     ``pop[row]`` alone rose: ``row`` can only enter or move up, so one insertion step does it
