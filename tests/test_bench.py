@@ -126,6 +126,20 @@ def test_learning_is_set_beside_gensim_round_by_round(capsys: pytest.CaptureFixt
     assert line["gensim_words_per_s"] == pytest.approx(sorted(words)[1], abs=0.1)
 
 
+def test_without_gensim_the_bench_says_so_and_still_times_learning(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """gensim is an optional extra: where it cannot be imported, the line says how to get it,
+    carries learning's own rounds, and no ratio made up from nothing."""
+    monkeypatch.setitem(sys.modules, "gensim.models", None)  # import of it raises ImportError
+    assert main(["bench", "core", "--clicks", "400", "--items", "300", "--dim", "16",
+                 "--learn-rounds", "2"]) == 0
+    (line,) = lines_of(capsys)
+    assert "pip install" in line["gensim"] and line["gensim_words_per_s"] is None
+    assert len(line["learn_only_rounds"]) == 2 and min(line["learn_only_rounds"]) > 0
+    assert "learn_ratio_vs_gensim" not in line and "gensim_rounds" not in line
+    assert line["clicks_per_s"] > 0
+
+
 def test_blas_runs_on_the_threads_the_settings_allow() -> None:
     """``SESSIONREC_BLAS_THREADS`` reaches the BLAS numpy loaded (a worker and the CLI apply
     it at start), and 0 leaves BLAS its own default."""
