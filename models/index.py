@@ -803,7 +803,7 @@ class VectorIndex:
         return [(hr[b, : hn[b]], hd[b, : hn[b]]) for b in range(nq)]
 
 
-_SPLIT = 1024
+_SPLIT = 1 << 32
 """Band keys: ``norm band + _SPLIT * head band`` (``VectorIndex._band_of``)."""
 _HEAD_STEPS = 6
 """Head bands below the norm band's radius / ratio: 7 in all (at ratio 1.5, down to 1/17 of it)."""

@@ -495,3 +495,19 @@ def test_an_array_gets_its_graph_only_once_its_scans_would_have_paid_for_the_bui
     assert decided_from is not None and graph_at is not None
     assert graph_at >= decided_from + 5
     assert _recall(index, table, queries) >= 0.95
+
+
+def test_fine_norm_bands_keep_their_own_keys() -> None:
+    """A band's key holds its norm band and its head band: with a ratio close to 1 there are
+    thousands of norm bands, and each must keep its own radius (a radius taken from another
+    band's key would bound its vectors too low, and they would be skipped)."""
+    rng = np.random.default_rng(12)
+    dim, n = 16, 2000
+    table = rng.normal(size=(n, dim))
+    table *= np.exp(rng.uniform(0.0, np.log(10.0), (n, 1))) / np.linalg.norm(table, axis=1, keepdims=True)
+    table = table.astype(np.float32)
+    index = VectorIndex(dim, IndexConfig(band_ratio=1.001, exact_below=10_000))
+    index.refresh(table, np.arange(n))
+    assert max(b % 2**32 for b in index._graphs) > 2000  # norm bands past 1.001**2000 = 7.4
+    for q in rng.normal(size=(20, dim)).astype(np.float32):
+        assert index.query(q, 10)[0].tolist() == exact_top_k(table, q, 10)[0].tolist()
