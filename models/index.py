@@ -329,8 +329,10 @@ class VectorIndex:
 
     def __init__(self, dim: int, config: IndexConfig | None = None) -> None:
         self.config = config or IndexConfig()
-        if self.config.band_ratio <= 1.0 or self.config.band_floor <= 0.0:
-            raise ValueError("band_ratio must be > 1 and band_floor > 0")
+        if self.config.band_ratio < 1.0 + 1e-6 or self.config.band_floor <= 0.0:
+            # Closer to 1, a float64 norm could reach norm band 2**32 (``_SPLIT``), whose key
+            # would be another band's and its radius that band's.
+            raise ValueError("band_ratio must be at least 1.000001 and band_floor > 0")
         self.dim = dim
         self._lock = threading.Lock()
         cap = self.config.initial_capacity
@@ -766,7 +768,9 @@ class VectorIndex:
             qq = topk.sq_norms(q0)
             qn = np.sqrt(qq)
             ql = q0[:, -1].astype(np.float64)
-            qa = np.sqrt(np.maximum(qq - ql**2, 0.0))
+            # The head's own sum, not qq - ql**2: that cancels when the head is short beside
+            # ql, and a head norm too small would skip a band that holds the best answer.
+            qa = np.sqrt(topk.sq_norms(q0[:, :-1]))
             # Widest norms first, and of those the longest heads: a band none of whose vectors
             # can beat what a query already keeps is not asked for it (``_asking``). The order
             # is the batch's own business only through what is skipped, and a fixed one keeps

@@ -201,7 +201,8 @@ def sq_norms(q: np.ndarray) -> np.ndarray:
     for b in range(q.shape[0]):
         s = 0.0
         for j in range(q.shape[1]):
-            s += float(q[b, j]) * float(q[b, j])
+            x = np.float64(q[b, j])  # numba's float() keeps a float32 one: products rounded
+            s += x * x
         out[b] = s
     return out
 
@@ -218,8 +219,9 @@ def extremes(v: np.ndarray) -> tuple[float, float, float, float]:
     for b in range(v.shape[0]):
         s = 0.0
         for j in range(last):
-            s += float(v[b, j]) * float(v[b, j])
-        x = float(v[b, last])
+            y = np.float64(v[b, j])
+            s += y * y
+        x = np.float64(v[b, last])
         head_max = max(head_max, s)
         sq_max = max(sq_max, s + x * x)
         lo = min(lo, x)
