@@ -503,9 +503,9 @@ def test_fine_norm_bands_keep_their_own_keys() -> None:
     band's key would bound its vectors too low, and they would be skipped)."""
     rng = np.random.default_rng(12)
     dim, n = 16, 2000
-    table = rng.normal(size=(n, dim))
-    table *= np.exp(rng.uniform(0.0, np.log(10.0), (n, 1))) / np.linalg.norm(table, axis=1, keepdims=True)
-    table = table.astype(np.float32)
+    raw = rng.normal(size=(n, dim))
+    raw *= np.exp(rng.uniform(0.0, np.log(10.0), (n, 1))) / np.linalg.norm(raw, axis=1, keepdims=True)
+    table = raw.astype(np.float32)
     index = VectorIndex(dim, IndexConfig(band_ratio=1.001, exact_below=10_000))
     index.refresh(table, np.arange(n))
     assert max(b % 2**32 for b in index._graphs) > 2000  # norm bands past 1.001**2000 = 7.4
