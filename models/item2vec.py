@@ -472,25 +472,19 @@ class ItemVectors:
         base = self._base
         if not base.tracking:
             raise ValueError("share needs Item2VecConfig(shared=True)")
-        n = base.n
-        # Rows in the order they first changed (merging adds, so order does not matter);
-        # the base is read in place, not gathered.
-        rows = base.rows[:n].copy()
-        base_in, base_out = base.w_in[:n], base.w_out[:n]
-        d_in = self.w_in[rows] - base_in
-        d_out = self.w_out[rows] - base_out
-        d_counts = self.vocab.counts[rows] - base.counts[:n]
-        send = np.ones(n, dtype=bool)
-        if min_drift > 0 and n:
-            moved = np.sqrt(np.einsum("nd,nd->n", d_in, d_in) + np.einsum("nd,nd->n", d_out, d_out))
-            size = np.sqrt(np.einsum("nd,nd->n", base_in, base_in)
-                           + np.einsum("nd,nd->n", base_out, base_out))
-            send = (moved > min_drift * (size + 1e-6)) | (d_counts != 0)
-            if max_wait > 0:
-                send |= base.held[:n] >= max_wait
-            rows, d_in, d_out, d_counts = rows[send], d_in[send], d_out[send], d_counts[send]
-        base.keep_only(~send)
-        return VectorDelta(self.item_ids(rows), d_in, d_out, d_counts.astype(np.float32))
+        n, dim = base.n, self.config.dim
+        # Rows in the order they first changed (merging adds, so order does not matter); the
+        # base is read in place, and what is sent is packed to the front in the same pass.
+        rows = np.empty(n, dtype=np.int64)
+        d_in = np.empty((n, dim), dtype=np.float32)
+        d_out = np.empty((n, dim), dtype=np.float32)
+        d_counts = np.empty(n, dtype=np.float64)
+        pending = np.empty(n, dtype=np.bool_)
+        m = kernels.share_pass(base.rows, base.w_in, base.w_out, base.counts, base.held, n, self.w_in,
+                               self.w_out, self.vocab.counts, min_drift, max_wait, rows, d_in, d_out,
+                               d_counts, pending)
+        base.keep_only(pending)
+        return VectorDelta(self.item_ids(rows[:m]), d_in[:m], d_out[:m], d_counts[:m].astype(np.float32))
 
     def merge(self, delta: VectorDelta) -> IntArray:
         """Add another copy's learning (``share``'s output) to this one; returns its rows.

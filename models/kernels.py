@@ -423,3 +423,41 @@ def learn_clicks(
             w_in, w_out, counts, targets[i], ctx[i], dist[i], n_fresh[i], params, ring_in, ring_tg,
             ring_sc, ring_state, replay_pairs, n_neg, pool, cum, guide, n_build, rng, mask, stack,
             top, slot, b_rows, b_in, b_out, b_counts, b_top, p_in, p_tg, p_sc, negs, rows, grad, scores)
+
+
+@_compiled()
+def share_pass(b_rows: np.ndarray, b_in: np.ndarray, b_out: np.ndarray, b_counts: np.ndarray,
+               held: np.ndarray, n: int, w_in: np.ndarray, w_out: np.ndarray, counts: np.ndarray,
+               min_drift: float, max_wait: int, rows: np.ndarray, d_in: np.ndarray, d_out: np.ndarray,
+               d_counts: np.ndarray, pending: np.ndarray) -> int:
+    """``ItemVectors.share`` over the base's first ``n`` slots, in one pass: each slot's
+    change (tables minus base, float32 as numpy subtracts) goes to the next free place of
+    ``rows``/``d_in``/``d_out``/``d_counts`` when it is to be sent: it moved by more than
+    ``min_drift`` of its base's size (both tables, relative L2; ``min_drift`` <= 0: always),
+    its count moved, or it has waited ``max_wait`` shares (> 0). ``pending[i]`` marks the
+    slots kept back. Returns how many were sent. numpy's version gathered, subtracted and
+    reduced every slot's rows in separate passes: 93-134 ms a share at 1M items, where
+    50k-123k rows change each second."""
+    dim = b_in.shape[1]
+    m = 0
+    for i in range(n):
+        r = b_rows[i]
+        moved = 0.0
+        size = 0.0
+        for j in range(dim):
+            a = w_in[r, j] - b_in[i, j]
+            c = w_out[r, j] - b_out[i, j]
+            d_in[m, j] = a
+            d_out[m, j] = c
+            x, y = np.float64(b_in[i, j]), np.float64(b_out[i, j])
+            moved += np.float64(a) * np.float64(a) + np.float64(c) * np.float64(c)
+            size += x * x + y * y
+        dc = counts[r] - b_counts[i]
+        send = (min_drift <= 0.0 or np.sqrt(moved) > min_drift * (np.sqrt(size) + 1e-6) or dc != 0.0
+                or (max_wait > 0 and held[i] >= max_wait))
+        pending[i] = not send
+        if send:
+            rows[m] = r
+            d_counts[m] = dc
+            m += 1
+    return m
