@@ -484,4 +484,6 @@ def warm_up(config: RecommenderConfig | None = None, items: int = 64, k: int = 2
         model.refresh()
         model.recommend(ids[:3], k)
         model.recommend_many([ids[:2], ids[5:9], ["not-an-item"]], k)
+        if model.vectors.config.shared:  # a worker that shares calls it once a second
+            model.share(0.01, 1)
     return time.perf_counter() - t0
