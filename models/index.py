@@ -484,15 +484,25 @@ class VectorIndex:
         an ordinary one has ``s`` = 0 (its head is more than 1 / ratio of its norm)."""
         if self.config.space != "mips":
             return np.zeros(len(vecs), dtype=np.int64)
-        sq = topk.sq_norms(vecs)
+        head_sq, sq = self._sq_norms(vecs)
         norm = np.sqrt(sq)
         floor, ratio = self.config.band_floor, self.config.band_ratio
         band = np.ceil(np.log(np.maximum(norm, floor) / floor) / math.log(ratio)).astype(np.int64)
         band += norm > floor * ratio**band  # rounding at a boundary
-        head = np.sqrt(np.maximum(sq - vecs[:, -1].astype(np.float64) ** 2, 0.0))
+        head = np.sqrt(head_sq)
         steps = np.log(floor * ratio ** (band - 1) / np.maximum(head, 1e-30)) / math.log(ratio)
         band += _SPLIT * np.clip(np.floor(steps), 0, _HEAD_STEPS).astype(np.int64)
         return band
+
+    @staticmethod
+    def _sq_norms(vecs: FloatArray) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Each row's squared norm without its last coordinate, and with it: one pass, and
+        the second the float ``topk.sq_norms`` gives (its sum, in order, ends with the last
+        square), while the head is its own sum (``sq - last**2`` cancels when the head is
+        short beside the last coordinate)."""
+        head_sq = topk.sq_norms(vecs[:, :-1])
+        last = vecs[:, -1].astype(np.float64)
+        return head_sq, head_sq + last * last
 
     def _radius(self, band: int) -> float:
         return self.config.band_floor * self.config.band_ratio ** (band % _SPLIT)
@@ -765,12 +775,11 @@ class VectorIndex:
         hr = np.zeros((nq, k), dtype=np.int64)
         hn = np.zeros(nq, dtype=np.int64)
         try:
-            qq = topk.sq_norms(q0)
-            qn = np.sqrt(qq)
+            # The head's own sum (``_sq_norms``): a head norm too small would skip a band
+            # that holds the best answer.
+            qa_sq, qq = self._sq_norms(q0)
+            qn, qa = np.sqrt(qq), np.sqrt(qa_sq)
             ql = q0[:, -1].astype(np.float64)
-            # The head's own sum, not qq - ql**2: that cancels when the head is short beside
-            # ql, and a head norm too small would skip a band that holds the best answer.
-            qa = np.sqrt(topk.sq_norms(q0[:, :-1]))
             # Widest norms first, and of those the longest heads: a band none of whose vectors
             # can beat what a query already keeps is not asked for it (``_asking``). The order
             # is the batch's own business only through what is skipped, and a fixed one keeps
