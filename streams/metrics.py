@@ -148,33 +148,36 @@ def record_quality(quality: OnlineQuality) -> None:
 
 
 class IndexWatch:
-    """Index metrics with their meaning kept: one refresh-duration observation per refresh,
+    """Index metrics with their meaning kept: one refresh-duration observation per write,
     and staleness as the age of the oldest change the index has not taken.
 
-    Call ``observe`` right after every click (so a change is dated when it happens) and on a
-    timer (so staleness keeps growing, visibly, if refreshes stop).
+    Call ``observe`` right after every batch of clicks (so a change is dated when it
+    happens) and on a timer (so staleness keeps growing, visibly, if refreshes stop).
     """
 
     def __init__(self) -> None:
         self._inserts_seen = 0
+        self._rounds_seen = 0
         self.pending_since: float | None = None
+        """When the rows changed since the last refresh began started changing."""
+        self.round_since: float | None = None
+        """The same for the rows the last refresh took, while some are still unwritten."""
 
     def observe(self, model: Recommender, now: float) -> float:
         """Update index gauges from the model; returns the staleness in seconds."""
         index, vectors = model.index, model.vectors
         if index.inserts != self._inserts_seen:
-            # Only ``write`` moves ``inserts``, and it sets ``last_refresh_s`` with it; one
-            # call per click sees at most one refresh, since a click refreshes at most once.
             INDEX_REFRESH.observe(index.last_refresh_s)
             self._inserts_seen = index.inserts
-        # Rows changed by learning and not yet handed to the index (``take_dirty`` empties
-        # it at each refresh), or handed to a background write that has not finished.
-        pending = vectors.changed > 0 or model.writing
-        if not pending:
-            self.pending_since = None
-        elif self.pending_since is None:
+        if model.rounds != self._rounds_seen:  # a refresh took the changed rows
+            self._rounds_seen = model.rounds
+            self.round_since, self.pending_since = self.pending_since or now, None
+        if not model.indexing:  # what it took is written (``refresh_spread``: in parts)
+            self.round_since = None
+        if vectors.changed > 0 and self.pending_since is None:
             self.pending_since = now
-        staleness = 0.0 if self.pending_since is None else max(0.0, now - self.pending_since)
+        oldest = min((t for t in (self.round_since, self.pending_since) if t is not None), default=now)
+        staleness = max(0.0, now - oldest)
         INDEX_STALENESS.set(staleness)
         INDEX_ITEMS.set(len(index))
         VOCABULARY.set(len(vectors))

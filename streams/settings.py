@@ -123,6 +123,7 @@ class Settings:
     # Index and ranking
     k: int = 20
     index_refresh_s: float = 0.5
+    index_refresh_spread: float = 0.5
     index_space: str = "mips"
     index_m: int = 16
     index_ef: int = 100
@@ -255,6 +256,7 @@ class Settings:
                 seed=self.seed,
             ),
             refresh_interval_s=self.index_refresh_s,
+            refresh_spread=self.index_refresh_spread,
             background_writes=self.index_background_writes,
             index_writes_per_click=self.index_writes_per_click,
             candidates=self.candidates,

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from models.engine import Engine
-from models.recommender import Recommender
+from models.recommender import Recommender, RecommenderConfig
 from streams import metrics as m
 from streams.codec import REASONS
 from streams.handler import ClickHandler, Incoming, Message
@@ -297,6 +297,27 @@ def test_index_staleness_is_the_age_of_the_oldest_pending_change() -> None:
     assert sample("sessionrec_index_items") == len(model.index) > 0
     # Idle afterwards: nothing pending, so no staleness however long it stays quiet.
     assert watch.observe(model, 10_000.0) == 0.0
+
+
+def test_staleness_counts_a_refresh_until_its_last_part_is_written() -> None:
+    """A refresh written in parts (``refresh_spread``) leaves its rows unindexed until the
+    last part: staleness is dated from their first change, not from the take."""
+    model = Recommender(RecommenderConfig(refresh_interval_s=10.0, refresh_spread=0.5))
+    watch = m.IndexWatch()
+    model.learn_many([("b", ("a",)), ("c", ("b",)), ("d", ("c",))])
+    assert watch.observe(model, 100.0) == 0.0
+    model.maybe_refresh(103.0)  # taken; nothing written yet
+    assert model.indexing and model.vectors.changed == 0
+    assert watch.observe(model, 103.0) == 3.0
+    model.learn("e", ("d",))  # a newer change does not make the taken rows younger
+    model.maybe_refresh(104.0)  # a fifth of the spread: a part
+    assert model.indexing
+    assert watch.observe(model, 104.0) == 4.0
+    model.maybe_refresh(108.0)  # the last part: the new change is the oldest pending one
+    assert not model.indexing
+    assert watch.observe(model, 108.0) == 4.0
+    model.refresh()
+    assert watch.observe(model, 109.0) == 0.0
 
 
 def test_drift_counter_follows_adwin() -> None:

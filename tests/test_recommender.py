@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,59 @@ def test_every_changed_vector_is_in_the_index_after_a_refresh() -> None:
             budget.learn(item, items[:pos])
             budget.refresh()
     assert budget.index.select_stale(budget.keys, np.arange(len(budget.vectors))).size > 0
+
+
+def _indexed(rec: Recommender) -> set[int]:
+    return {int(r) for r in np.flatnonzero(rec.index._label >= 0)}
+
+
+def test_a_refresh_is_written_in_parts_over_its_spread() -> None:
+    """The rows a refresh takes are written in step with the clock over ``refresh_spread``
+    of the interval (one batch no longer carries the whole refresh), what is left is written
+    before the next refresh takes more, and the parts index what one write would have."""
+    cfg = RecommenderConfig(item2vec=CFG.item2vec, refresh_interval_s=1.0, refresh_spread=0.5)
+    parts, whole = Recommender(cfg), Recommender(replace(cfg, refresh_spread=0.0))
+    sessions = _stream(5, 120)
+    for rec in (parts, whole):
+        for items in sessions:
+            rec.learn_many([(item, items[:pos]) for pos, item in enumerate(items)])
+    assert parts.maybe_refresh(10.0) == 0  # taken, nothing due yet
+    taken = parts._round.copy()
+    assert len(taken) == len(parts.vectors) > 40 and parts.indexing and parts.vectors.changed == 0
+    assert whole.maybe_refresh(10.0) == len(taken) and not whole.indexing
+    written = parts.maybe_refresh(10.1)  # a fifth of the spread: a fifth of the rows
+    assert written == int(np.ceil(len(taken) * 0.2))
+    assert _indexed(parts) == set(taken[:written].tolist())
+    parts.maybe_refresh(10.3)
+    assert parts.indexing and len(_indexed(parts)) < len(taken)
+    # Learning meanwhile: the next refresh first writes the rest, then takes the new rows.
+    parts.learn_many([("g0i1", ["g0i2"]), ("g1i3", ["g1i4"])])
+    whole.learn_many([("g0i1", ["g0i2"]), ("g1i3", ["g1i4"])])
+    left = len(taken) - len(_indexed(parts))
+    assert parts.maybe_refresh(11.0) == left > 0
+    assert _indexed(parts) == set(taken.tolist())
+    assert parts.indexing and 0 < len(parts._round) <= 4 * (1 + 2 * 5)
+    parts.maybe_refresh(11.5)  # the spread has passed: all of it
+    whole.maybe_refresh(11.0)
+    assert not parts.indexing
+    n = len(parts.vectors)
+    np.testing.assert_array_equal(parts.keys[np.arange(n)], whole.keys[np.arange(n)])
+    assert parts.index.select_stale(parts.keys, np.arange(n)).size == 0
+    probes = [s[:2] for s in sessions[:30]]
+    assert [parts.recommend(p, 10).items for p in probes] == [whole.recommend(p, 10).items for p in probes]
+
+
+def test_refresh_writes_what_a_spread_refresh_left() -> None:
+    rec = Recommender(RecommenderConfig(item2vec=CFG.item2vec, refresh_interval_s=1.0))
+    for items in _stream(6, 60):
+        rec.learn_many([(item, items[:pos]) for pos, item in enumerate(items)])
+    rec.maybe_refresh(0.0)
+    rec.maybe_refresh(0.1)
+    assert rec.indexing
+    rec.learn("g2i1", ["g2i2"])
+    rec.refresh()
+    assert not rec.indexing and rec.vectors.changed == 0
+    assert len(_indexed(rec)) == len(rec.vectors)
 
 
 def test_background_writes_index_what_inline_writes_do() -> None:
