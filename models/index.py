@@ -345,6 +345,8 @@ class VectorIndex:
         """Row -> the band its live element is in."""
         self._drift = np.zeros(cap, dtype=np.float64)
         """Row -> relative drift when last changed, for drifted rows not yet rewritten (else 0)."""
+        self._held_back = False
+        """Whether some row's ``_drift`` is above 0 (a call with a limit left it pending)."""
         self.inserts = 0
         """Points written to hnswlib so far (new or re-inserted)."""
         self.rebuilds = 0
@@ -447,7 +449,7 @@ class VectorIndex:
         """
         r_all = np.asarray(rows, dtype=np.int64)
         self._ensure_rows(int(r_all.max()) + 1 if r_all.size else 0)
-        new_parts = [np.zeros(0, dtype=np.int64)]
+        new_parts, moved_parts = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
         for part in self._pieces(r_all.size):
             r = r_all[part]
             cur = table[r]
@@ -456,11 +458,17 @@ class VectorIndex:
             old = self._indexed[r]
             drift = np.linalg.norm(cur - old, axis=1) / (np.linalg.norm(old, axis=1) + 1e-6)
             new_parts.append(r[(norm > 0) & ~present])
-            self._drift[r] = np.where(present & (drift > self.config.drift_tol), drift, 0.0)
+            far = present & (drift > self.config.drift_tol)
+            self._drift[r] = np.where(far, drift, 0.0)
+            moved_parts.append(r[far])
         new = np.concatenate(new_parts)
-        moved = np.flatnonzero(self._drift > 0)
+        # Only a call with a limit leaves rows pending; without any, the drifted rows are
+        # this call's (no pass over every row: a refresh in parts calls this each batch).
+        moved = np.flatnonzero(self._drift > 0) if self._held_back or limit is not None \
+            else np.unique(np.concatenate(moved_parts))
         room = len(moved) if limit is None else max(limit - len(new), 0)
-        if len(moved) > room:
+        self._held_back = len(moved) > room
+        if self._held_back:
             moved = moved[np.lexsort((moved, -self._drift[moved]))[:room]]
         self._drift[moved] = 0.0
         out: IntArray = np.concatenate([new, moved]).astype(np.int64)
