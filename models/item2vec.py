@@ -201,6 +201,8 @@ class SharedBase:
         self.top = np.zeros(1, dtype=np.int64)
         self.held = np.zeros(self.cap, dtype=np.int64)
         """Shares each slot's row has been held back by the drift floor (0 for new slots)."""
+        self.cursor = 0
+        """Where a share in parts (``ItemVectors.share``'s ``limit``) goes on; 0: no pass begun."""
         self.arrays = self._arrays()
         """The arrays ``kernels.keep_base`` and ``kernels.learn_clicks`` take, in order (kept
         as one tuple: the learner passes them on every click)."""
@@ -247,23 +249,26 @@ class SharedBase:
         self.w_in[at], self.w_out[at], self.counts[at] = w_in[new], w_out[new], counts[new]
         self.top[0] = lo + len(new)
 
-    def keep_only(self, pending: npt.NDArray[np.bool_]) -> None:
-        """Forget the slots not ``pending`` (their rows were shared: the tables are their
-        base again), packing the pending ones to the front in the order they were, each
-        held back once more."""
+    def compact(self) -> None:
+        """Pack the live slots (those ``share`` did not free) to the front, in the order
+        they were, at the end of a share's pass over them."""
         n = int(self.top[0])
-        self.slot[self.rows[:n][~pending]] = -1
-        idx = np.flatnonzero(pending)
+        idx = np.flatnonzero(self.rows[:n] >= 0)
         m = len(idx)
         self.rows[:m], self.counts[:m] = self.rows[idx], self.counts[idx]
         self.w_in[:m], self.w_out[:m] = self.w_in[idx], self.w_out[idx]
-        held = self.held[idx] + 1
-        self.held[:] = 0  # slots from m on are new at the next share
-        self.held[:m] = held
+        self.held[:m] = self.held[idx]
+        self.held[m:] = 0  # slots from m on are new at the next share
         self.slot[self.rows[:m]] = np.arange(m)
         self.top[0] = m
+        self.cursor = 0
         if self.cap > 4 * max(2 * m, 1024):  # a burst (a long gap between shares) is over
             self._resize(max(2 * m, 1024))
+
+    def live(self) -> npt.NDArray[np.bool_]:
+        """Which of the first ``n`` slots hold a row (a share in parts frees slots as it goes)."""
+        live: npt.NDArray[np.bool_] = self.rows[: self.n] >= 0
+        return live
 
     def _arrays(self) -> tuple[IntArray, IntArray, FloatArray, FloatArray, npt.NDArray[np.float64], IntArray]:
         return self.slot, self.rows, self.w_in, self.w_out, self.counts, self.top
@@ -458,7 +463,7 @@ class ItemVectors:
         return rows
 
     # -- sharing between copies of the model (several workers) ------------------------------
-    def share(self, min_drift: float = 0.0, max_wait: int = 0) -> VectorDelta:
+    def share(self, min_drift: float = 0.0, max_wait: int = 0, limit: int = 0) -> VectorDelta:
         """What this copy learned since its last ``share``, for the others to ``merge``.
 
         Rows whose vectors moved by at most ``min_drift`` (relative L2, both tables) and whose
@@ -468,23 +473,36 @@ class ItemVectors:
         ``max_wait`` shares goes out anyway (0: no limit): the rows negatives nudge now and
         then would otherwise pile up in the base (27k of 100k items after 60k clicks, and
         growing), and the others would not see their change.
+
+        ``limit`` > 0: look at no more than this many changed rows, from where the last call
+        stopped; the calls that reach the last changed row end a pass (``sharing``: False
+        again). Learning may go on between them: a row sent and changed again is sent again.
+        At 1M items a whole share held the worker's event loop 80-92 ms.
         """
         base = self._base
         if not base.tracking:
             raise ValueError("share needs Item2VecConfig(shared=True)")
-        n, dim = base.n, self.config.dim
+        n, dim, lo = base.n, self.config.dim, base.cursor
+        hi = n if limit <= 0 else min(n, lo + limit)
         # Rows in the order they first changed (merging adds, so order does not matter); the
-        # base is read in place, and what is sent is packed to the front in the same pass.
-        rows = np.empty(n, dtype=np.int64)
-        d_in = np.empty((n, dim), dtype=np.float32)
-        d_out = np.empty((n, dim), dtype=np.float32)
-        d_counts = np.empty(n, dtype=np.float64)
-        pending = np.empty(n, dtype=np.bool_)
-        m = kernels.share_pass(base.rows, base.w_in, base.w_out, base.counts, base.held, n, self.w_in,
-                               self.w_out, self.vocab.counts, min_drift, max_wait, rows, d_in, d_out,
-                               d_counts, pending)
-        base.keep_only(pending)
+        # base is read in place, and what is sent is packed to the front of the delta.
+        size = hi - lo
+        rows = np.empty(size, dtype=np.int64)
+        d_in = np.empty((size, dim), dtype=np.float32)
+        d_out = np.empty((size, dim), dtype=np.float32)
+        d_counts = np.empty(size, dtype=np.float64)
+        m = kernels.share_pass(base.rows, base.w_in, base.w_out, base.counts, base.held, base.slot, lo,
+                               hi, self.w_in, self.w_out, self.vocab.counts, min_drift, max_wait,
+                               rows, d_in, d_out, d_counts)
+        base.cursor = hi
+        if hi >= n:
+            base.compact()
         return VectorDelta(self.item_ids(rows[:m]), d_in[:m], d_out[:m], d_counts[:m].astype(np.float32))
+
+    @property
+    def sharing(self) -> bool:
+        """Whether a share in parts has begun a pass it has not ended."""
+        return self._base.cursor > 0
 
     def merge(self, delta: VectorDelta) -> IntArray:
         """Add another copy's learning (``share``'s output) to this one; returns its rows.
@@ -523,6 +541,7 @@ class ItemVectors:
         encoded = [i.encode() for i in self.vocab.ids]
         offsets = np.zeros(n + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(b) for b in encoded], dtype=np.int64)
+        live = self._base.live()  # mid-share: the slots it freed are sent, not pending
         return {
             "dim": np.array([self.config.dim], dtype=np.int64),
             "ids": np.frombuffer(b"".join(encoded), dtype=np.uint8),
@@ -541,10 +560,10 @@ class ItemVectors:
             "progress": np.array([self.updates, self.version], dtype=np.int64),
             "loss_ema": np.array([self.loss_ema], dtype=np.float64),
             **({} if not self._base.tracking else {
-                "shared_rows": self._base.rows[: self._base.n].copy(),
-                "shared_rows_in": self._base.w_in[: self._base.n].copy(),
-                "shared_rows_out": self._base.w_out[: self._base.n].copy(),
-                "shared_rows_counts": self._base.counts[: self._base.n].copy()}),
+                "shared_rows": self._base.rows[: self._base.n][live],
+                "shared_rows_in": self._base.w_in[: self._base.n][live],
+                "shared_rows_out": self._base.w_out[: self._base.n][live],
+                "shared_rows_counts": self._base.counts[: self._base.n][live]}),
         }
 
     def restore(self, state: dict[str, npt.NDArray[Any]]) -> None:

@@ -427,21 +427,24 @@ def learn_clicks(
 
 @_compiled()
 def share_pass(b_rows: np.ndarray, b_in: np.ndarray, b_out: np.ndarray, b_counts: np.ndarray,
-               held: np.ndarray, n: int, w_in: np.ndarray, w_out: np.ndarray, counts: np.ndarray,
-               min_drift: float, max_wait: int, rows: np.ndarray, d_in: np.ndarray, d_out: np.ndarray,
-               d_counts: np.ndarray, pending: np.ndarray) -> int:
-    """``ItemVectors.share`` over the base's first ``n`` slots, in one pass: each slot's
-    change (tables minus base, float32 as numpy subtracts) goes to the next free place of
-    ``rows``/``d_in``/``d_out``/``d_counts`` when it is to be sent: it moved by more than
-    ``min_drift`` of its base's size (both tables, relative L2; ``min_drift`` <= 0: always),
-    its count moved, or it has waited ``max_wait`` shares (> 0). ``pending[i]`` marks the
-    slots kept back. Returns how many were sent. numpy's version gathered, subtracted and
-    reduced every slot's rows in separate passes: 93-134 ms a share at 1M items, where
-    50k-123k rows change each second."""
+               held: np.ndarray, slot: np.ndarray, lo: int, hi: int, w_in: np.ndarray,
+               w_out: np.ndarray, counts: np.ndarray, min_drift: float, max_wait: int,
+               rows: np.ndarray, d_in: np.ndarray, d_out: np.ndarray, d_counts: np.ndarray) -> int:
+    """``ItemVectors.share`` over the base's slots ``lo`` to ``hi``, in one pass: each live
+    slot's change (tables minus base, float32 as numpy subtracts) goes to the next free
+    place of ``rows``/``d_in``/``d_out``/``d_counts`` when it is to be sent: it moved by
+    more than ``min_drift`` of its base's size (both tables, relative L2; ``min_drift``
+    <= 0: always), its count moved, or it has waited ``max_wait`` shares (> 0). A sent
+    slot is freed (its row -1 in ``b_rows`` and ``slot``: the tables are its base again);
+    one kept back counts one more wait in ``held``. Returns how many were sent. numpy's
+    version gathered, subtracted and reduced every slot's rows in separate passes: 93-134
+    ms a share at 1M items, where 50k-123k rows change each second."""
     dim = b_in.shape[1]
     m = 0
-    for i in range(n):
+    for i in range(lo, hi):
         r = b_rows[i]
+        if r < 0:  # freed earlier in this pass
+            continue
         moved = 0.0
         size = 0.0
         for j in range(dim):
@@ -455,9 +458,12 @@ def share_pass(b_rows: np.ndarray, b_in: np.ndarray, b_out: np.ndarray, b_counts
         dc = counts[r] - b_counts[i]
         send = (min_drift <= 0.0 or np.sqrt(moved) > min_drift * (np.sqrt(size) + 1e-6) or dc != 0.0
                 or (max_wait > 0 and held[i] >= max_wait))
-        pending[i] = not send
         if send:
             rows[m] = r
             d_counts[m] = dc
             m += 1
+            b_rows[i] = -1
+            slot[r] = -1
+        else:
+            held[i] += 1
     return m

@@ -191,9 +191,14 @@ class Recommender:
             self.popularity = grown
 
     # -- several copies of one model ------------------------------------------------------
-    def share(self, min_drift: float = 0.0, max_wait: int = 0) -> VectorDelta:
-        """What this copy learned since it last shared (``ItemVectors.share``)."""
-        return self.vectors.share(min_drift, max_wait)
+    def share(self, min_drift: float = 0.0, max_wait: int = 0, limit: int = 0) -> VectorDelta:
+        """What this copy learned since it last shared (``ItemVectors.share``; ``limit``:
+        a part of it, and ``sharing`` until the last part)."""
+        return self.vectors.share(min_drift, max_wait, limit)
+
+    @property
+    def sharing(self) -> bool:
+        return self.vectors.sharing
 
     def merge(self, delta: VectorDelta) -> int:
         """Add another copy's learning: vectors, counts, and its clicks to the popularity the

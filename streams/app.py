@@ -221,8 +221,12 @@ async def share_model() -> None:
     if not sharing.enabled:
         return
     sharing.merge_into(engine.model)
-    for value in sharing.publish(engine.model):
-        model_deltas_topic.send_soon(key=sharing.worker.encode(), value=value)
+    while True:  # in parts, each followed by a turn for the clicks (``share_part_rows``)
+        for value in sharing.publish(engine.model):
+            model_deltas_topic.send_soon(key=sharing.worker.encode(), value=value)
+        if not engine.model.sharing:
+            return
+        await asyncio.sleep(0)
 
 
 @app.timer(settings.snapshot_interval_s or 3600.0)

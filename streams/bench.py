@@ -108,8 +108,10 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
     taken to its last recommendation (what a click waits once its batch is formed).
 
     A model that shares (``share_interval_s`` > 0, the worker's default) hands out its
-    delta every ``share_interval_s`` as the worker does (timed apart, the delta dropped),
-    so that what the shared base holds is what a worker's holds."""
+    delta every ``share_interval_s`` as the worker does, in parts of ``share_part_rows``
+    between batches (the delta dropped), so that what the shared base holds is what a
+    worker's holds. A part's time counts in the next batch's latency, whose clicks wait for
+    it in the worker."""
     cfg = settings.session_config()
     model = Recommender(settings.recommender_config())
     if preload_items:
@@ -125,7 +127,7 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
     rss0 = rss_mb()
     perf = time.perf_counter
     t_start, cpu_start = perf(), time.process_time()
-    last_share = t_start
+    last_share, owed = t_start, 0.0
     for bi, lo in enumerate(range(0, n, batch)):
         t0 = perf()
         sessions: list[list[str]] = []
@@ -153,11 +155,14 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
         t5 = perf()
         refresh_t += t4 - t3
         rec_t += t5 - t4
-        per_batch[bi] = t5 - t0
-        if shares and t5 - last_share >= settings.share_interval_s:
-            model.share(settings.share_min_drift, settings.share_max_wait)
-            last_share = perf()
-            share_t += last_share - t5
+        per_batch[bi] = t5 - t0 + owed
+        owed = 0.0
+        if shares and (model.sharing or t5 - last_share >= settings.share_interval_s):
+            if not model.sharing:
+                last_share = t5
+            model.share(settings.share_min_drift, settings.share_max_wait, settings.share_part_rows)
+            owed = perf() - t5  # the next batch's clicks wait for it
+            share_t += owed
         i = lo + batch - 1
         if len(states) > 50_000 and i // 10_000 != (i - batch) // 10_000:
             # Keep memory to live sessions, as the worker's sweep does.

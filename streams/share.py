@@ -198,10 +198,13 @@ class ModelSharing:
 
     def publish(self, model: Recommender) -> list[bytes]:
         """What ``model`` learned since the last call, as message values (empty when there
-        is nothing new, or before this worker has caught up with the others)."""
+        is nothing new, or before this worker has caught up with the others): at most
+        ``share_part_rows`` changed rows looked at, so the caller calls again while
+        ``model.sharing``, giving the clicks their turn in between."""
         if not self.enabled or not self.caught_up():
             return []
-        delta = model.share(self.settings.share_min_drift, self.settings.share_max_wait)
+        s = self.settings
+        delta = model.share(s.share_min_drift, s.share_max_wait, s.share_part_rows)
         if not len(delta):
             return []
         dim = model.vectors.config.dim

@@ -40,24 +40,49 @@ def same_model(a: ItemVectors, b: ItemVectors) -> None:
     assert np.abs(a.w_in[:n] - b.w_in[rows_b]).max() <= 1.0 / CFG.dim + 1e-5
 
 
-@settings(max_examples=25, deadline=None)
-@given(st.lists(st.sampled_from(["a", "b", "a->b", "b->a"]), min_size=1, max_size=12),
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "a->b", "b->a", "a~>b", "b~>a"]), min_size=1, max_size=16),
        st.sampled_from([0.0, 0.05, 10.0]))
 def test_copies_that_exchange_every_delta_hold_one_model(plan: list[str], min_drift: float) -> None:
-    """Any interleaving of learning and exchanging, with or without held-back small moves:
-    once both flush their pending change, the two copies are the same model."""
+    """Any interleaving of learning and exchanging, whole or in parts of a few rows (``~>``,
+    learning going on between the parts), with or without held-back small moves: once
+    both flush their pending change, the two copies are the same model."""
     a, b = ItemVectors(CFG), ItemVectors(Item2VecConfig(**{**CFG.__dict__, "seed": 1}))
     streams = {"a": iter(sessions(0, 100)), "b": iter(sessions(1, 100))}
     for step in plan:
         if step in ("a", "b"):
             learn(a if step == "a" else b, next(streams[step]))
         else:
-            src, dst = (a, b) if step == "a->b" else (b, a)
-            dst.merge(src.share(min_drift))
-    b.merge(a.share())
-    a.merge(b.share())
+            src, dst = (a, b) if step[0] == "a" else (b, a)
+            dst.merge(src.share(min_drift, limit=3 if "~" in step else 0))
+    for src, dst in ((a, b), (b, a)):
+        if src.sharing:  # the rest of a pass in parts, then a whole one
+            dst.merge(src.share())
+        assert not src.sharing
+        dst.merge(src.share())
     same_model(a, b)
     assert len(a.share()) == len(b.share()) == 0  # nothing echoes back
+
+
+def test_a_snapshot_taken_between_parts_of_a_share_goes_on_from_it() -> None:
+    """A restored copy goes on from what was shared, and the deltas published after its
+    snapshot bring back the rest: rows a share in parts has sent are shared in a snapshot
+    taken between its parts (not rolled back, nor sent again)."""
+    a = ItemVectors(CFG)
+    for s in sessions(5, 60):
+        learn(a, s)
+    first = a.share(limit=5)
+    assert len(first) == 5 and a.sharing
+    restored = ItemVectors(CFG)
+    restored.restore(a.state())
+    rest = a.share()
+    assert not a.sharing and len(rest) > 0 and not set(first.ids) & set(rest.ids)
+    restored.merge(rest)
+    n = len(a)
+    np.testing.assert_allclose(restored.w_out[:n], a.w_out[:n], atol=1e-6)
+    np.testing.assert_allclose(restored.w_in[:n], a.w_in[:n], atol=1e-6)
+    np.testing.assert_allclose(restored.vocab.counts[:n], a.vocab.counts[:n])
+    assert not restored.w_in[n:].any() and not restored.w_out[n:].any()  # no stray writes
 
 
 def test_small_moves_wait_and_are_never_dropped() -> None:
