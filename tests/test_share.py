@@ -202,12 +202,29 @@ def test_the_shared_base_holds_only_the_rows_changed_since_the_last_share() -> N
     # What the base holds for each kept row is the row as it was before the click.
     np.testing.assert_array_equal(vec._base.w_out[: vec._base.n], before_out[kept])
     assert len(vec.share()) == len(kept) and vec._base.n == 0
-    # A long gap between shares grows the buffers; the share after it gives the room back.
+    # A steady load keeps its buffers: shrunk after each share to what that share kept,
+    # they grew back by doubling (a copy of the whole base) every second.
+    for s in sessions(13, 6000, items=20_000):  # every item known: each pass sees as many rows
+        learn(vec, s)
+    vec.share()
+    load = sessions(12, 3000, items=20_000)
+    sizes = []
+    for part in range(6):
+        for s in load[part * 500 : (part + 1) * 500]:
+            learn(vec, s)
+        vec.share()
+        sizes.append(vec._base.cap)
+    assert sizes[0] > 4096 and len(set(sizes)) == 1
+    # A long gap between shares grows the buffers; once a share after it has looked at
+    # no more than a quarter of them, the room is given back.
     for s in sessions(11, 3000, items=20_000):
         learn(vec, s)
     grown = vec._base.cap
     vec.share()
-    assert grown > 4096 and vec._base.cap == 1024
+    assert grown > sizes[-1] and vec._base.cap == grown  # that share looked at all of them
+    learn(vec, vec.vocab.ids[:3])
+    vec.share()
+    assert vec._base.cap == 1024
     learn(vec, vec.vocab.ids[:3])  # and learning goes on with the smaller buffers
     assert 0 < vec._base.n <= 3 * vec._base_room
 
