@@ -21,6 +21,7 @@ import numpy as np
 from models.index import exact_top_k
 from models.recommender import Recommender, warm_up
 from models.session import Click, VisitorState, step
+from streams.metrics import IndexWatch
 from streams.settings import Settings
 from streams.synthetic import ZIPF
 
@@ -122,6 +123,8 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
     n = len(stream)
     batch = max(1, batch)
     per_batch = np.zeros(math.ceil(n / batch), dtype=np.float64)
+    stale = np.zeros_like(per_batch)
+    watch = IndexWatch()  # the worker's staleness gauge, read after every batch
     learn_t = rec_t = refresh_t = share_t = 0.0
     shares = model.vectors.config.shared
     rss0 = rss_mb()
@@ -156,6 +159,7 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
         refresh_t += t4 - t3
         rec_t += t5 - t4
         per_batch[bi] = t5 - t0 + owed
+        stale[bi] = watch.observe(model, t5)
         owed = 0.0
         if shares and (model.sharing or t5 - last_share >= settings.share_interval_s):
             if not model.sharing:
@@ -190,6 +194,10 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
         "shared_base_rows": model.vectors._base.n,
         "p50_ms": round(float(np.percentile(per_batch, 50)) * 1e3, 4),
         "p99_ms": round(float(np.percentile(per_batch, 99)) * 1e3, 4),
+        # The age of the oldest vector change not yet written to the index, after each batch:
+        # what the worker's gauge shows, and a bound on any one change's wait.
+        "staleness_p99_s": round(float(np.percentile(stale, 99)), 4),
+        "staleness_max_s": round(float(stale.max()), 4),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_growth_mb": round(rss_mb() - rss0, 1),
         "bytes_per_item": round((rss_mb() - rss0) * 2**20 / max(1, n_items), 1),

@@ -18,7 +18,8 @@ from streams.cli import main
 
 CORE_FIELDS = ("clicks_per_s", "learn_us_per_click", "recommend_us_per_click",
                "index_refresh_us_per_click", "p50_ms", "p99_ms", "peak_rss_mb", "bytes_per_item",
-               "bruteforce_qps", "index_qps", "index_recall_at_20", "memory_vs_budget")
+               "bruteforce_qps", "index_qps", "index_recall_at_20", "memory_vs_budget",
+               "staleness_p99_s", "staleness_max_s")
 
 
 def lines_of(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
@@ -37,6 +38,7 @@ def test_core_prints_every_figure_per_batch_size(capsys: pytest.CaptureFixture[s
         assert 0.0 <= float(line["index_recall_at_20"]) <= 1.0
         assert float(line["clicks_per_s"]) > 0
         assert float(line["p50_ms"]) <= float(line["p99_ms"])
+        assert 0.0 <= line["staleness_p99_s"] <= line["staleness_max_s"]
     ratio = float(lines[1]["clicks_per_s"]) / float(lines[0]["clicks_per_s"])
     assert lines[1]["batch_ratio_vs_first"] == pytest.approx(ratio, abs=1e-3)
 
