@@ -231,8 +231,8 @@ async def share_model() -> None:
 
 @app.timer(settings.snapshot_interval_s or 3600.0)
 async def save_model() -> None:
-    """Snapshot the model: arrays copied on the loop (between clicks), written off it."""
-    await write_snapshot()
+    """Snapshot the model, from a forked child unless ``snapshot_in_child`` is off."""
+    await write_snapshot(in_child=settings.snapshot_in_child)
 
 
 @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types receivers as a union mypy cannot match
@@ -241,17 +241,36 @@ async def save_model_at_stop(sender: Any, **kwargs: Any) -> None:
     model as it is: the consumer has stopped, so nothing learned is left out, and the next
     start goes on from it instead of from the last interval's snapshot plus the deltas after
     it. The pod's termination grace period must cover the write (``k8s/``)."""
-    await write_snapshot()
+    await write_snapshot(in_child=False)
 
 
-async def write_snapshot() -> None:
+snapshot_lock = asyncio.Lock()
+"""One snapshot at a time: the stop's waits for an interval's child still writing."""
+
+
+async def write_snapshot(in_child: bool) -> None:
     if settings.snapshot_interval_s <= 0 or not len(engine.model.vectors):
         return
-    state = {**engine.model.state(), **sharing.state()}
-    t0 = time.perf_counter()
-    await asyncio.to_thread(snapshot.save, state, settings.state_dir)
-    m.SNAPSHOT_SECONDS.observe(time.perf_counter() - t0)
-    m.SNAPSHOT_TIME.set(time.time())
+    async with snapshot_lock:
+        t0 = time.perf_counter()
+        if in_child:
+            engine.model.flush()  # no index write left on the writer thread: the child has none
+            pid = snapshot.save_in_child(lambda: {**engine.model.state(), **sharing.state()},
+                                         settings.state_dir)
+            m.SNAPSHOT_PAUSE.observe(time.perf_counter() - t0)
+            ok = await asyncio.to_thread(snapshot.wait_child, pid)
+        else:
+            state = {**engine.model.state(), **sharing.state()}  # copied between clicks
+            m.SNAPSHOT_PAUSE.observe(time.perf_counter() - t0)
+            await asyncio.to_thread(snapshot.save, state, settings.state_dir)
+            ok = True
+        if not ok:
+            log.error("the model snapshot was not written (see the child's error above); "
+                      "the previous one stays")
+            m.SNAPSHOT_FAILURES.inc()
+            return
+        m.SNAPSHOT_SECONDS.observe(time.perf_counter() - t0)
+        m.SNAPSHOT_TIME.set(time.time())
 
 
 def is_ready() -> bool:

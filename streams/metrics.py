@@ -86,6 +86,11 @@ QUALITY_DRIFT = Counter("sessionrec_quality_drift", "Shifts in the online hit st
                         "by ADWIN.", registry=REGISTRY)
 SNAPSHOT_SECONDS = Histogram("sessionrec_model_snapshot_seconds", "Time to write each model snapshot.",
                              registry=REGISTRY)
+SNAPSHOT_PAUSE = Histogram("sessionrec_model_snapshot_pause_seconds", "Time the clicks waited for "
+                           "each model snapshot: the fork of the process that writes it, or the "
+                           "copy of the model when it is written in process.", registry=REGISTRY)
+SNAPSHOT_FAILURES = Counter("sessionrec_model_snapshot_failures", "Model snapshots that could not be "
+                            "written (the previous one stays).", registry=REGISTRY)
 SNAPSHOT_TIME = Gauge("sessionrec_model_snapshot_timestamp_seconds", "Unix time of the last model "
                       "snapshot written.", registry=REGISTRY)
 MODEL_DELTAS = Counter("sessionrec_model_deltas", "Model delta messages, by outcome: published "

@@ -80,6 +80,10 @@ class Settings:
     partitions (with their sessions) move to the others."""
     snapshot_interval_s: float = 60.0
     """The model is saved to ``data_dir`` this often (0: never) and loaded from it at start."""
+    snapshot_in_child: bool = True
+    """Write the interval's snapshot from a forked child (copy-on-write: the clicks wait for
+    the fork, not for a copy of the model); off: copied on the event loop, then written on a
+    thread. A child's pages the worker changes meanwhile count twice against its memory."""
     worker_id: str = ""
     """Names this worker's model deltas; empty: a random id kept in ``data_dir``, so a worker
     restarted on its state directory is the same worker."""

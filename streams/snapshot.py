@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,33 @@ def save(state: dict[str, npt.NDArray[Any]], directory: Path) -> Path:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     return path
+
+
+def save_in_child(make_state: Callable[[], dict[str, npt.NDArray[Any]]], directory: Path) -> int:
+    """Fork, and in the child write ``make_state()`` as ``save`` does, then exit; returns the
+    child's pid (``wait_child`` reaps it). The child's memory is the parent's at the fork,
+    page by page copy-on-write, so the snapshot is the model at that instant while the parent
+    goes on serving (the way Redis's BGSAVE writes its dump): copied on the worker's event
+    loop, a snapshot held the clicks 0.64 s at 1M items once a minute, the fork 9 ms. The
+    caller must have no write of its own in flight on another thread: the child has only
+    the thread that forked."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:  # the child: no logging (a lock another thread held at the fork), no cleanup
+        save(make_state(), directory)
+        code = 0
+    except BaseException as exc:  # noqa: BLE001 - reported through the exit status
+        os.write(2, f"sessionrec: snapshot failed in the child: {exc!r}\n".encode())
+    finally:
+        os._exit(code)
+
+
+def wait_child(pid: int) -> bool:
+    """Block until the ``save_in_child`` child ``pid`` exits; whether it wrote the snapshot."""
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
 
 
 def read(directory: Path) -> dict[str, npt.NDArray[Any]] | None:

@@ -1,0 +1,60 @@
+"""The worker's snapshot written by a forked child: the model at the fork, whatever the
+parent does meanwhile; a child that cannot write says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from models.item2vec import Item2VecConfig
+from models.recommender import Recommender, RecommenderConfig
+from streams import snapshot
+
+CFG = RecommenderConfig(item2vec=Item2VecConfig(dim=8, seed=3, shared=True))
+
+
+def _learned(n: int, seed: int) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    return [[f"i{j}" for j in rng.integers(0, 60, int(rng.integers(2, 6)))] for _ in range(n)]
+
+
+def _learn(model: Recommender, sessions: list[list[str]]) -> None:
+    for items in sessions:
+        model.learn_many([(item, items[:pos]) for pos, item in enumerate(items)])
+
+
+def test_a_snapshot_written_by_a_child_is_the_model_at_the_fork(tmp_path: Path) -> None:
+    model = Recommender(CFG)
+    _learn(model, _learned(200, 1))
+    model.refresh()
+    at_fork = model.state()
+    pid = snapshot.save_in_child(model.state, tmp_path)
+    # The parent goes on learning at once (new items too), while the child writes.
+    _learn(model, _learned(200, 2) + [["new-a", "new-b"]])
+    model.refresh()
+    assert snapshot.wait_child(pid)
+    saved = snapshot.read(tmp_path)
+    assert saved is not None and set(saved) == set(at_fork)
+    for name, array in at_fork.items():
+        np.testing.assert_array_equal(saved[name], array, err_msg=name)
+    assert not np.array_equal(model.state()["w_out"][: len(at_fork["w_out"])], at_fork["w_out"])
+    restored = snapshot.restore(saved, CFG)
+    assert restored is not None and restored.vectors.row("new-a") is None
+    assert len(restored.vectors) == len(at_fork["counts"])
+
+
+def test_a_child_that_cannot_write_says_so_and_leaves_the_old_snapshot(tmp_path: Path) -> None:
+    model = Recommender(CFG)
+    _learn(model, _learned(50, 3))
+    snapshot.save(model.state(), tmp_path)
+    before = (tmp_path / snapshot.FILENAME).read_bytes()
+
+    def broken() -> dict[str, np.ndarray]:
+        raise OSError("disk full")
+
+    assert not snapshot.wait_child(snapshot.save_in_child(broken, tmp_path))
+    assert (tmp_path / snapshot.FILENAME).read_bytes() == before
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    assert not snapshot.wait_child(snapshot.save_in_child(model.state, blocked))
