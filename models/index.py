@@ -371,6 +371,11 @@ class VectorIndex:
         """Graphs holding at least one live vector."""
         return sum(1 for g in list(self._graphs.values()) if g.live)
 
+    @property
+    def graphs(self) -> int:
+        """Bands that are hnswlib graphs (the others are arrays)."""
+        return sum(1 for g in list(self._graphs.values()) if not g.exact)
+
     def nbytes(self) -> int:
         """Memory the index holds: each hnswlib graph (its serialised size, which is what it
         allocates per element, scaled to its current capacity) and the per-row arrays."""

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models import topk
-from models.index import IndexConfig
+from models.index import IndexConfig, exact_top_k
 from models.item2vec import Item2VecConfig
 from models.recommender import Recommender, RecommenderConfig
 
@@ -286,6 +286,28 @@ def test_a_snapshot_loads_the_index_instead_of_rebuilding_it(tmp_path: Path) -> 
     other = RecommenderConfig(item2vec=CFG.item2vec, index=IndexConfig(exact_below=0, m=8), min_count=1)
     rebuilt = Recommender.restore(state, other)
     assert rebuilt.index.inserts == len(rebuilt.vectors)
+
+
+def test_a_snapshot_of_array_bands_leaves_the_index_out_and_rebuilds_it(tmp_path: Path) -> None:
+    """Bands that are arrays are rebuilt from the vectors on restore instead of saved (they
+    load slower than they rebuild, and doubled the file): the restored index holds every
+    vector as it is now, and answers as exact search over them. One graph among them and
+    the index is saved."""
+    original = _train(CFG, _stream(9, 400))
+    assert original.index.graphs == 0 and len(original.index) > 0
+    state = original.state()
+    assert not any(name.startswith("index_") for name in state)
+    assert len(original.state(index=True)["index_label"]) > 0  # still there when asked
+    restored = Recommender.restore(state, CFG)
+    assert restored.index.inserts == len(restored.vectors) == len(original.vectors)
+    keys = original.keys[np.arange(len(original.vectors))]
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        q = rng.standard_normal(CFG.item2vec.dim + 1).astype(np.float32)
+        np.testing.assert_array_equal(restored.index.query(q, 20)[0], exact_top_k(keys, q, 20)[0])
+    graphs = _train(RecommenderConfig(item2vec=CFG.item2vec, index=IndexConfig(exact_below=0)),
+                    _stream(9, 100))
+    assert graphs.index.graphs > 0 and "index_label" in graphs.state()
 
 
 _BATCH_CFGS = {
