@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,10 +66,20 @@ def save_in_child(make_state: Callable[[], dict[str, npt.NDArray[Any]]], directo
         os._exit(code)
 
 
-def wait_child(pid: int) -> bool:
-    """Block until the ``save_in_child`` child ``pid`` exits; whether it wrote the snapshot."""
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
+def wait_child(pid: int, timeout_s: float = 300.0) -> bool:
+    """Block until the ``save_in_child`` child ``pid`` exits; whether it wrote the snapshot.
+    A child still running after ``timeout_s`` is killed (False): a snapshot must not hold
+    the next one, or the one at a clean stop, for ever (at 1M items a child takes 2-5 s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return False
+        time.sleep(0.02)
 
 
 def read(directory: Path) -> dict[str, npt.NDArray[Any]] | None:

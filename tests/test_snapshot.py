@@ -3,6 +3,7 @@ parent does meanwhile; a child that cannot write says so."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +59,13 @@ def test_a_child_that_cannot_write_says_so_and_leaves_the_old_snapshot(tmp_path:
     blocked = tmp_path / "a-file"
     blocked.write_text("not a directory")
     assert not snapshot.wait_child(snapshot.save_in_child(model.state, blocked))
+
+
+def test_a_child_that_hangs_is_killed_at_the_timeout(tmp_path: Path) -> None:
+    def hangs() -> dict[str, np.ndarray]:
+        time.sleep(600)
+        return {}
+
+    t0 = time.monotonic()
+    assert not snapshot.wait_child(snapshot.save_in_child(hangs, tmp_path), timeout_s=0.5)
+    assert time.monotonic() - t0 < 30 and not (tmp_path / snapshot.FILENAME).exists()
