@@ -203,6 +203,9 @@ class SharedBase:
         """Shares each slot's row has been held back by the drift floor (0 for new slots)."""
         self.cursor = 0
         """Where a share in parts (``ItemVectors.share``'s ``limit``) goes on; 0: no pass begun."""
+        self.end = 0
+        """The slots a pass in parts looks at: those there when it began (the slots learning
+        adds meanwhile wait for the next pass, or a pass could chase them for ever)."""
         self.arrays = self._arrays()
         """The arrays ``kernels.keep_base`` and ``kernels.learn_clicks`` take, in order (kept
         as one tuple: the learner passes them on every click)."""
@@ -478,15 +481,19 @@ class ItemVectors:
         growing), and the others would not see their change.
 
         ``limit`` > 0: look at no more than this many changed rows, from where the last call
-        stopped; the calls that reach the last changed row end a pass (``sharing``: False
-        again). Learning may go on between them: a row sent and changed again is sent again.
-        At 1M items a whole share held the worker's event loop 80-92 ms.
+        stopped; the call that reaches the last row changed when the pass began ends it
+        (``sharing``: False again). Learning may go on between calls: a row sent and changed
+        again is sent by the next pass. At 1M items a whole share held the worker's event
+        loop 80-92 ms.
         """
         base = self._base
         if not base.tracking:
             raise ValueError("share needs Item2VecConfig(shared=True)")
-        n, dim, lo = base.n, self.config.dim, base.cursor
-        hi = n if limit <= 0 else min(n, lo + limit)
+        dim, lo = self.config.dim, base.cursor
+        if lo == 0:
+            base.end = base.n
+        end = base.end
+        hi = end if limit <= 0 else min(end, lo + limit)
         # Rows in the order they first changed (merging adds, so order does not matter); the
         # base is read in place, and what is sent is packed to the front of the delta.
         size = hi - lo
@@ -498,8 +505,8 @@ class ItemVectors:
                                hi, self.w_in, self.w_out, self.vocab.counts, min_drift, max_wait,
                                rows, d_in, d_out, d_counts)
         base.cursor = hi
-        if hi >= n:
-            base.compact()
+        if hi >= end:
+            base.compact()  # keeps the slots added since the pass began, for the next one
         return VectorDelta(self.item_ids(rows[:m]), d_in[:m], d_out[:m], d_counts[:m].astype(np.float32))
 
     @property

@@ -64,6 +64,25 @@ def test_copies_that_exchange_every_delta_hold_one_model(plan: list[str], min_dr
     assert len(a.share()) == len(b.share()) == 0  # nothing echoes back
 
 
+def test_a_share_in_parts_ends_however_fast_learning_adds_rows() -> None:
+    """A pass looks at the rows changed when it began: learning between its parts (more
+    rows than a part looks at) waits for the next pass instead of keeping this one going."""
+    vec = ItemVectors(CFG)
+    for s in sessions(7, 50, items=2000):
+        learn(vec, s)
+    begun, limit, parts = vec._base.n, 64, 0
+    more = iter(sessions(8, 4000, items=2000))
+    while True:
+        vec.share(limit=limit)
+        parts += 1
+        if not vec.sharing:
+            break
+        for _ in range(2):
+            learn(vec, next(more))
+    assert parts == -(-begun // limit)
+    assert 0 < vec._base.n < begun + parts * 2 * 6 * vec._base_room  # what came meanwhile
+
+
 def test_a_snapshot_taken_between_parts_of_a_share_goes_on_from_it() -> None:
     """A restored copy goes on from what was shared, and the deltas published after its
     snapshot bring back the rest: rows a share in parts has sent are shared in a snapshot
