@@ -304,8 +304,10 @@ def test_staleness_counts_a_refresh_until_its_last_part_is_written() -> None:
     last part: staleness is dated from their first change, not from the take."""
     model = Recommender(RecommenderConfig(refresh_interval_s=10.0, refresh_spread=0.5))
     watch = m.IndexWatch()
+    model.maybe_refresh(93.0)  # nothing to take yet
     model.learn_many([("b", ("a",)), ("c", ("b",)), ("d", ("c",))])
     assert watch.observe(model, 100.0) == 0.0
+    model.maybe_refresh(102.9)  # not due; the batches come every 0.1 s
     model.maybe_refresh(103.0)  # taken; nothing written yet
     assert model.indexing and model.vectors.changed == 0
     assert watch.observe(model, 103.0) == 3.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -151,32 +152,44 @@ def _indexed(rec: Recommender) -> set[int]:
 def test_a_refresh_is_written_in_parts_over_its_spread() -> None:
     """The rows a refresh takes are written in step with the clock over ``refresh_spread``
     of the interval (one batch no longer carries the whole refresh), what is left is written
-    before the next refresh takes more, and the parts index what one write would have."""
-    cfg = RecommenderConfig(item2vec=CFG.item2vec, refresh_interval_s=1.0, refresh_spread=0.5)
+    before the next refresh takes more, calls a spread apart write at once, and the parts
+    index what one write would have."""
+    cfg = RecommenderConfig(item2vec=CFG.item2vec, refresh_interval_s=1.0, refresh_spread=1.0)
     parts, whole = Recommender(cfg), Recommender(replace(cfg, refresh_spread=0.0))
     sessions = _stream(5, 120)
+
+    def learn(clicks: list[tuple[str, list[str]]]) -> None:
+        for rec in (parts, whole):
+            rec.learn_many(clicks)
+
     for rec in (parts, whole):
-        for items in sessions:
-            rec.learn_many([(item, items[:pos]) for pos, item in enumerate(items)])
+        rec.maybe_refresh(9.0)  # nothing yet
+    for items in sessions:
+        learn([(item, items[:pos]) for pos, item in enumerate(items)])
+    for rec in (parts, whole):
+        assert rec.maybe_refresh(9.9) == 0  # not due: the batches come every 0.1-0.3 s
     assert parts.maybe_refresh(10.0) == 0  # taken, nothing due yet
     taken = parts._round.copy()
     assert len(taken) == len(parts.vectors) > 40 and parts.indexing and parts.vectors.changed == 0
     assert whole.maybe_refresh(10.0) == len(taken) and not whole.indexing
-    written = parts.maybe_refresh(10.1)  # a fifth of the spread: a fifth of the rows
+    written = parts.maybe_refresh(10.2)  # a fifth of the spread: a fifth of the rows
     assert written == int(np.ceil(len(taken) * 0.2))
     assert _indexed(parts) == set(taken[:written].tolist())
-    parts.maybe_refresh(10.3)
+    parts.maybe_refresh(10.5)
+    parts.maybe_refresh(10.8)
     assert parts.indexing and len(_indexed(parts)) < len(taken)
     # Learning meanwhile: the next refresh first writes the rest, then takes the new rows.
-    parts.learn_many([("g0i1", ["g0i2"]), ("g1i3", ["g1i4"])])
-    whole.learn_many([("g0i1", ["g0i2"]), ("g1i3", ["g1i4"])])
+    learn([("g0i1", ["g0i2"]), ("g1i3", ["g1i4"])])
     left = len(taken) - len(_indexed(parts))
     assert parts.maybe_refresh(11.0) == left > 0
     assert _indexed(parts) == set(taken.tolist())
     assert parts.indexing and 0 < len(parts._round) <= 4 * (1 + 2 * 5)
-    parts.maybe_refresh(11.5)  # the spread has passed: all of it
     whole.maybe_refresh(11.0)
-    assert not parts.indexing
+    # After a pause as long as the spread (clicks stopped; a timer calls), a refresh is
+    # written at once: there are no batches to spread it over.
+    learn([("g2i1", ["g2i2"])])
+    assert parts.maybe_refresh(12.0) > 0 and not parts.indexing
+    whole.maybe_refresh(12.0)
     n = len(parts.vectors)
     np.testing.assert_array_equal(parts.keys[np.arange(n)], whole.keys[np.arange(n)])
     assert parts.index.select_stale(parts.keys, np.arange(n)).size == 0
@@ -186,8 +199,10 @@ def test_a_refresh_is_written_in_parts_over_its_spread() -> None:
 
 def test_refresh_writes_what_a_spread_refresh_left() -> None:
     rec = Recommender(RecommenderConfig(item2vec=CFG.item2vec, refresh_interval_s=1.0))
+    rec.maybe_refresh(-1.0)
     for items in _stream(6, 60):
         rec.learn_many([(item, items[:pos]) for pos, item in enumerate(items)])
+    rec.maybe_refresh(-0.1)
     rec.maybe_refresh(0.0)
     rec.maybe_refresh(0.1)
     assert rec.indexing
@@ -230,6 +245,33 @@ def test_a_background_write_that_fails_is_raised_not_lost() -> None:
     assert not rec.writing  # asking does not consume the failure (metrics ask it)
     with pytest.raises(RuntimeError, match="index full"):
         rec.flush()
+
+
+def test_a_background_write_that_fails_is_raised_by_the_next_part() -> None:
+    """Refreshes in parts hand the writer thread one write after another: a failed one is
+    raised by the call that would hand over the next, not replaced by it."""
+    rec = _train(RecommenderConfig(item2vec=CFG.item2vec, background_writes=True,
+                                   refresh_interval_s=1.0), _stream(4, 50))
+    rec.flush()
+    calls = 0
+    write = rec.index.write
+
+    def fails_once(*args: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("index full")
+        return write(*args)
+
+    rec.index.write = fails_once  # type: ignore[method-assign,assignment]
+    rec.learn_many([("g0i1", ["g0i2"]), ("g1i1", ["g1i2"]), ("g2i1", ["g2i2"])])
+    with pytest.raises(RuntimeError, match="index full"):
+        for t in (100.0, 100.6, 101.0, 101.6, 102.0):
+            rec.maybe_refresh(t)
+            while rec.writing:  # each write ends before the next call, failed or not
+                time.sleep(0.001)
+            rec.learn("g0i3", ["g0i4"])
+    assert calls == 1
 
 
 def test_a_snapshot_restores_the_model_exactly(tmp_path: Path) -> None:
