@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from collections.abc import Iterator, MutableMapping
 from typing import Any, cast
@@ -258,7 +260,11 @@ async def write_snapshot(in_child: bool) -> None:
             pid = snapshot.save_in_child(lambda: {**engine.model.state(), **sharing.state()},
                                          settings.state_dir)
             m.SNAPSHOT_PAUSE.observe(time.perf_counter() - t0)
-            ok = await asyncio.to_thread(snapshot.wait_child, pid)
+            try:
+                ok = await asyncio.to_thread(snapshot.wait_child, pid)
+            except asyncio.CancelledError:  # the lock goes: no child may still be writing
+                os.kill(pid, signal.SIGKILL)  # (the waiting thread reaps it)
+                raise
         else:
             state = {**engine.model.state(), **sharing.state()}  # copied between clicks
             m.SNAPSHOT_PAUSE.observe(time.perf_counter() - t0)

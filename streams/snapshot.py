@@ -8,6 +8,7 @@ pickle); a snapshot that cannot be read or does not fit the settings is logged a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -58,12 +59,25 @@ def save_in_child(make_state: Callable[[], dict[str, npt.NDArray[Any]]], directo
         return pid
     code = 1
     try:  # the child: no logging (a lock another thread held at the fork), no cleanup
+        _become_writer()
         save(make_state(), directory)
         code = 0
     except BaseException as exc:  # noqa: BLE001 - reported through the exit status
         os.write(2, f"sessionrec: snapshot failed in the child: {exc!r}\n".encode())
     finally:
         os._exit(code)
+
+
+def _become_writer() -> None:
+    """In the child: signals as by default, not routed to the worker's event loop (the
+    parent's wakeup pipe: a SIGTERM for the child ran the parent's shutdown), and the first
+    to go when memory runs out (its copies of the model are the ones to give up)."""
+    with contextlib.suppress(ValueError):  # not forked from the main thread: not ours to reset
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_DFL)
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as fh:
+        fh.write("1000")
 
 
 def wait_child(pid: int, timeout_s: float = 300.0) -> bool:

@@ -3,6 +3,9 @@ parent does meanwhile; a child that cannot write says so."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -69,3 +72,29 @@ def test_a_child_that_hangs_is_killed_at_the_timeout(tmp_path: Path) -> None:
     t0 = time.monotonic()
     assert not snapshot.wait_child(snapshot.save_in_child(hangs, tmp_path), timeout_s=0.5)
     assert time.monotonic() - t0 < 30 and not (tmp_path / snapshot.FILENAME).exists()
+
+
+def test_a_signal_for_the_child_stops_the_child_not_the_worker(tmp_path: Path) -> None:
+    """The worker routes SIGTERM through its event loop's wakeup pipe, which a forked child
+    shares: the child must not ignore a SIGTERM, nor hand it to the worker."""
+
+    async def run() -> tuple[bool, list[str]]:
+        got: list[str] = []
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: got.append("worker stopping"))
+        try:
+            def slow() -> dict[str, np.ndarray]:
+                time.sleep(2.0)
+                return {"x": np.zeros(3)}
+
+            pid = snapshot.save_in_child(slow, tmp_path)
+            await asyncio.sleep(0.3)
+            os.kill(pid, signal.SIGTERM)
+            ok = await asyncio.to_thread(snapshot.wait_child, pid, 20.0)
+            await asyncio.sleep(0.2)
+            return ok, got
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    ok, got = asyncio.run(run())
+    assert not ok and got == [] and not (tmp_path / snapshot.FILENAME).exists()
