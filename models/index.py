@@ -181,17 +181,19 @@ class _Graph:
     def exact(self) -> bool:
         return self.hnsw is None
 
-    def state(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
+    def state(self, prefix: str, copy: bool = True) -> dict[str, npt.NDArray[Any]]:
         """This band as arrays: hnswlib's own serialisation (``save_index``) as bytes, or the
-        vectors of an ``exact`` band, and the label maps. Caller holds the index lock."""
+        vectors of an ``exact`` band, and the label maps (``copy`` False: views). Caller
+        holds the index lock."""
+        own = np.copy if copy else np.asarray
         n = self.next_label
         meta = np.array([n, self.deleted, self.live, len(self.row_of_label)], dtype=np.int64)
         out: dict[str, npt.NDArray[Any]] = {
-            prefix + "rows": self.row_of_label[:n].copy(), prefix + "meta": meta,
+            prefix + "rows": own(self.row_of_label[:n]), prefix + "meta": meta,
             prefix + "radius": np.array([self.radius])}
         if self.hnsw is None:
             assert self.vecs is not None
-            out[prefix + "vecs"] = self.vecs[:n].copy()
+            out[prefix + "vecs"] = own(self.vecs[:n])
             return out
         fd, path = tempfile.mkstemp(prefix="sessionrec-hnsw-")
         os.close(fd)
@@ -390,20 +392,22 @@ class VectorIndex:
                 graphs += g.vecs.nbytes if g.vecs is not None else 0
         return graphs + self._indexed.nbytes + self._label.nbytes + self._band.nbytes + self._drift.nbytes
 
-    def state(self) -> dict[str, npt.NDArray[Any]]:
+    def state(self, copy: bool = True) -> dict[str, npt.NDArray[Any]]:
         """The index as plain arrays (each band's graph serialised by hnswlib), taken under
-        the lock: a restart loads it instead of inserting every vector again."""
+        the lock: a restart loads it instead of inserting every vector again (``copy``
+        False: the arrays as views)."""
+        own = np.copy if copy else np.asarray
         with self._lock:
             indexed = np.flatnonzero(self._label >= 0)
             n = int(indexed[-1]) + 1 if indexed.size else 0
             out: dict[str, npt.NDArray[Any]] = {
                 "index_config": _settings_key(self.dim, self.config),
                 "index_bands": np.array(sorted(self._graphs), dtype=np.int64),
-                "index_indexed": self._indexed[:n].copy(), "index_label": self._label[:n].copy(),
-                "index_band": self._band[:n].copy(),
+                "index_indexed": own(self._indexed[:n]), "index_label": own(self._label[:n]),
+                "index_band": own(self._band[:n]),
             }
             for b, g in self._graphs.items():
-                out.update(g.state(f"index_graph{b}_"))
+                out.update(g.state(f"index_graph{b}_", copy))
         return out
 
     @classmethod

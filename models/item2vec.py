@@ -544,10 +544,12 @@ class ItemVectors:
         self.version += 1
         return rows
 
-    def state(self) -> dict[str, npt.NDArray[Any]]:
+    def state(self, copy: bool = True) -> dict[str, npt.NDArray[Any]]:
         """What learning needs to go on where it stopped, as plain arrays (a snapshot; no
-        pickle: ids are UTF-8 bytes plus offsets)."""
+        pickle: ids are UTF-8 bytes plus offsets). ``copy`` False: the tables as views, for
+        a caller whose memory nothing else changes (a forked writer)."""
         n = len(self)
+        own = np.copy if copy else np.asarray
         encoded = [i.encode() for i in self.vocab.ids]
         offsets = np.zeros(n + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(b) for b in encoded], dtype=np.int64)
@@ -556,9 +558,9 @@ class ItemVectors:
             "dim": np.array([self.config.dim], dtype=np.int64),
             "ids": np.frombuffer(b"".join(encoded), dtype=np.uint8),
             "id_offsets": offsets,
-            "counts": self.vocab.counts[:n].copy(),
-            "w_in": self.w_in[:n].copy(),
-            "w_out": self.w_out[:n].copy(),
+            "counts": own(self.vocab.counts[:n]),
+            "w_in": own(self.w_in[:n]),
+            "w_out": own(self.w_out[:n]),
             "replay_inputs": self.replay.inputs.copy(),
             "replay_targets": self.replay.targets.copy(),
             "replay_scales": self.replay.scales.copy(),

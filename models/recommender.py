@@ -226,22 +226,23 @@ class Recommender:
         self._top_n[0] = n
 
     # -- snapshots ------------------------------------------------------------------------
-    def state(self, index: bool | None = None) -> dict[str, npt.NDArray[Any]]:
+    def state(self, index: bool | None = None, copy: bool = True) -> dict[str, npt.NDArray[Any]]:
         """The model as plain arrays: vectors, counts, replay, popularity, and (``index``)
         the HNSW graphs, so that ``restore`` loads them instead of inserting every vector
         again (measured about 0.6 ms per item). ``None``: the index when it holds a graph;
         bands that are arrays are rebuilt from the vectors faster than they load (2.7 s
-        against 3.9 s at 1M items, every band an array), and would double the file."""
+        against 3.9 s at 1M items, every band an array), and would double the file.
+        ``copy`` False: the large arrays as views (a forked writer's memory is frozen)."""
         if index is None:
             index = self.index.graphs > 0
         self.flush()
         n = len(self.vectors)
-        out = self.vectors.state()
+        out = self.vectors.state(copy)
         out.update(popularity=self.popularity[:n].copy(), top=self._top.copy(),
                    pop_scale=np.array([self._pop_scale]),
                    clicks_learned=np.array([self.clicks_learned], dtype=np.int64))
         if index:
-            out.update(self.index.state())
+            out.update(self.index.state(copy))
         return out
 
     @classmethod

@@ -257,7 +257,8 @@ async def write_snapshot(in_child: bool) -> None:
         t0 = time.perf_counter()
         if in_child:
             engine.model.flush()  # no index write left on the writer thread: the child has none
-            pid = snapshot.save_in_child(lambda: {**engine.model.state(), **sharing.state()},
+            # Views: the child's memory is the model at the fork, which nothing changes there.
+            pid = snapshot.save_in_child(lambda: {**engine.model.state(copy=False), **sharing.state()},
                                          settings.state_dir)
             m.SNAPSHOT_PAUSE.observe(time.perf_counter() - t0)
             try:

@@ -33,7 +33,7 @@ def test_a_snapshot_written_by_a_child_is_the_model_at_the_fork(tmp_path: Path) 
     _learn(model, _learned(200, 1))
     model.refresh()
     at_fork = model.state()
-    pid = snapshot.save_in_child(model.state, tmp_path)
+    pid = snapshot.save_in_child(lambda: model.state(copy=False), tmp_path)  # as the worker does
     # The parent goes on learning at once (new items too), while the child writes.
     _learn(model, _learned(200, 2) + [["new-a", "new-b"]])
     model.refresh()
@@ -98,3 +98,16 @@ def test_a_signal_for_the_child_stops_the_child_not_the_worker(tmp_path: Path) -
 
     ok, got = asyncio.run(run())
     assert not ok and got == [] and not (tmp_path / snapshot.FILENAME).exists()
+
+
+def test_state_without_copies_gives_views_of_the_model() -> None:
+    model = Recommender(CFG)
+    _learn(model, _learned(20, 4))
+    model.refresh()
+    views, copies = model.state(index=True, copy=False), model.state(index=True)
+    assert set(views) == set(copies)
+    held = {"w_in": model.vectors.w_in, "w_out": model.vectors.w_out,
+            "counts": model.vectors.vocab.counts, "index_indexed": model.index._indexed}
+    for name, array in held.items():
+        assert np.shares_memory(views[name], array) and not np.shares_memory(copies[name], array)
+        np.testing.assert_array_equal(views[name], copies[name])
