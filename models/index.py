@@ -266,24 +266,28 @@ class _Graph:
         return labels
 
     def compact(self, room: int) -> tuple[IntArray, IntArray]:
-        """An ``exact`` band's live vectors moved to the front of its array, in place and a
-        piece at a time, with room for ``room`` elements after; returns (rows, new labels)."""
+        """An ``exact`` band's deleted places filled with the live vectors past its live
+        count, in place, with room for ``room`` elements after; returns the rows that moved
+        and their new labels. Only the holes are written: moving every live vector to the
+        front, at 1M items bands of 340k-436k vectors held their batch 31-50 ms (the move
+        25 ms of it). The order of vectors changes; the answers do not (ties go by row)."""
         assert self.vecs is not None
-        n, w, step = self.next_label, 0, 65_536
+        n = self.next_label
+        rows = self.row_of_label
+        live = int(np.count_nonzero(rows[:n] >= 0))
+        holes = np.flatnonzero(rows[:live] < 0)
+        tail = np.flatnonzero(rows[live:n] >= 0) + live  # as many as there are holes
+        self.vecs[holes] = self.vecs[tail]
+        rows[holes] = rows[tail]
+        rows[live:n] = -1
+        self.next_label, self.live, self.deleted = live, live, 0
         self.norm_max = self.head_max = 0.0  # narrowed to what is kept
         self.last_lo, self.last_hi = math.inf, -math.inf
-        for lo in range(0, n, step):
-            keep = np.flatnonzero(self.row_of_label[lo : lo + step] >= 0) + lo
-            # The gathers copy before the stores, and ``w <= lo``: nothing unread is overwritten.
-            self.vecs[w : w + keep.size] = self.vecs[keep]
-            self.row_of_label[w : w + keep.size] = self.row_of_label[keep]
-            self.note(self.vecs[w : w + keep.size])
-            w += keep.size
-        self.row_of_label[w:n] = -1
-        self.next_label, self.live, self.deleted = w, w, 0
+        for lo in range(0, live, 65_536):
+            self.note(self.vecs[lo : min(lo + 65_536, live)])
         self.reserve(room)
         self.limit = max(self.limit, room)
-        return self.row_of_label[:w].copy(), np.arange(w, dtype=np.int64)
+        return rows[holes].copy(), holes.astype(np.int64)
 
     def delete(self, labels: IntArray) -> None:
         if self.hnsw is not None:
@@ -684,11 +688,12 @@ class VectorIndex:
         counts = g_old.queries // 2, g_old.asked // 2, g_old.written // 2
         self.rebuilds += 1
         if exact and g_old.vecs is not None:
-            # An array stays an array: compacted where it is, under the lock (a memmove; a
-            # second array would double the largest band's memory for the time of the copy).
+            # An array stays an array: compacted where it is, under the lock (its holes
+            # filled from its tail; a second array would double the largest band's memory
+            # for the time of the copy).
             with self._lock:
-                kept, labels = g_old.compact(room)
-                self._label[kept] = labels
+                moved, labels = g_old.compact(room)
+                self._label[moved] = labels
             g_old.queries, g_old.asked, g_old.written = counts
             return
         graph = self._new_graph(band, room, exact)
