@@ -250,6 +250,12 @@ snapshot_lock = asyncio.Lock()
 """One snapshot at a time: the stop's waits for an interval's child still writing."""
 
 
+def model_state(copy: bool = True) -> dict[str, Any]:
+    """One snapshot's arrays: the model, and where this worker's sharing stands (taken
+    together on the loop: they match)."""
+    return {**engine.model.state(copy=copy), **sharing.state()}
+
+
 async def write_snapshot(in_child: bool) -> None:
     if settings.snapshot_interval_s <= 0 or not len(engine.model.vectors):
         return
@@ -258,8 +264,7 @@ async def write_snapshot(in_child: bool) -> None:
         if in_child:
             engine.model.flush()  # no index write left on the writer thread: the child has none
             # Views: the child's memory is the model at the fork, which nothing changes there.
-            pid = snapshot.save_in_child(lambda: {**engine.model.state(copy=False), **sharing.state()},
-                                         settings.state_dir)
+            pid = snapshot.save_in_child(lambda: model_state(copy=False), settings.state_dir)
             m.SNAPSHOT_PAUSE.observe(time.perf_counter() - t0)
             try:
                 ok = await asyncio.to_thread(snapshot.wait_child, pid)
@@ -267,7 +272,7 @@ async def write_snapshot(in_child: bool) -> None:
                 os.kill(pid, signal.SIGKILL)  # (the waiting thread reaps it)
                 raise
         else:
-            state = {**engine.model.state(), **sharing.state()}  # copied between clicks
+            state = model_state()  # copied between clicks
             m.SNAPSHOT_PAUSE.observe(time.perf_counter() - t0)
             await asyncio.to_thread(snapshot.save, state, settings.state_dir)
             ok = True

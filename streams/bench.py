@@ -195,7 +195,8 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
         "p50_ms": round(float(np.percentile(per_batch, 50)) * 1e3, 4),
         "p99_ms": round(float(np.percentile(per_batch, 99)) * 1e3, 4),
         # The age of the oldest vector change not yet written to the index, after each batch:
-        # what the worker's gauge shows, and a bound on any one change's wait.
+        # what the worker's gauge shows, and a bound on any one change's wait (without a
+        # write budget: rows it holds back are not counted).
         "staleness_p99_s": round(float(np.percentile(stale, 99)), 4),
         "staleness_max_s": round(float(stale.max()), 4),
         "peak_rss_mb": round(peak_rss_mb(), 1),

@@ -71,7 +71,8 @@ def save_in_child(make_state: Callable[[], dict[str, npt.NDArray[Any]]], directo
 def _become_writer() -> None:
     """In the child: signals as by default, not routed to the worker's event loop (the
     parent's wakeup pipe: a SIGTERM for the child ran the parent's shutdown), and the first
-    to go when memory runs out (its copies of the model are the ones to give up)."""
+    to go when memory runs out (a lost snapshot keeps the previous one; a lost worker, its
+    partitions)."""
     with contextlib.suppress(ValueError):  # not forked from the main thread: not ours to reset
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
