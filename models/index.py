@@ -776,6 +776,15 @@ class VectorIndex:
         and one compiled top-k pass over all of them, so the per-call costs (Python,
         locking, selection, numba dispatch) are paid per batch. Row ``b`` of the answer is
         what ``query(qs[b])`` gives."""
+        rows, dist, n = self.query_batch(qs, k, fallback)
+        return [(rows[b, : n[b]], dist[b, : n[b]]) for b in range(len(n))]
+
+    def query_batch(
+        self, qs: FloatArray, k: int, fallback: FloatArray | None = None
+    ) -> tuple[IntArray, npt.NDArray[np.float32], IntArray]:
+        """``query_many``'s answer as arrays, for a caller that goes on in compiled code
+        (``Recommender``): rows and distances of shape (queries, k), best first, of which
+        the first ``n[b]`` of row ``b`` are filled (the rest: row -1)."""
         lifted = self.config.space == "mips"
         qs = np.asarray(qs, dtype=np.float32)
         if qs.ndim != 2:
@@ -783,25 +792,29 @@ class VectorIndex:
         nq, d_q = qs.shape
         if d_q > self.dim:
             raise ValueError(f"query has {d_q} dimensions, the index {self.dim}")
-        empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
-        if k <= 0 or nq == 0:
-            return [empty] * nq
+        k = max(k, 0)
+        hd = np.zeros((nq, k), dtype=np.float32)
+        hr = np.full((nq, k), -1, dtype=np.int64)
+        hn = np.zeros(nq, dtype=np.int64)
+        if k == 0 or nq == 0:
+            return hr, hd, hn
         # Shorter queries are zero-padded (hnswlib itself reads ``dim`` floats whatever it gets).
         q_idx = np.zeros((nq, self.dim + lifted), dtype=np.float32)
         q_idx[:, :d_q] = qs
         q0 = q_idx[:, : self.dim]
         if fallback is not None and not self._lock.acquire(blocking=False):
             self.busy_fallbacks += nq
-            return [exact_top_k(fallback, q[: fallback.shape[1]], k) for q in q0]
+            for b, q in enumerate(q0):
+                rows, dist = exact_top_k(fallback, q[: fallback.shape[1]], k)
+                hn[b] = len(rows)
+                hr[b, : hn[b]], hd[b, : hn[b]] = rows, dist
+            return hr, hd, hn
         if fallback is None:
             self._queries_waiting += 1
             try:
                 self._lock.acquire()
             finally:
                 self._queries_waiting -= 1
-        hd = np.zeros((nq, k), dtype=np.float32)
-        hr = np.zeros((nq, k), dtype=np.int64)
-        hn = np.zeros(nq, dtype=np.int64)
         try:
             # The head's own sum (``_sq_norms``): a head norm too small would skip a band
             # that holds the best answer.
@@ -841,7 +854,7 @@ class VectorIndex:
         finally:
             self._lock.release()
         topk.sorted_heaps(hd, hr, hn)
-        return [(hr[b, : hn[b]], hd[b, : hn[b]]) for b in range(nq)]
+        return hr, hd, hn
 
 
 _SPLIT = 1 << 32

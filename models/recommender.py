@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from itertools import chain
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -132,6 +133,9 @@ class Recommender:
 
     popular_keep = 200
     """How many of the most popular items are kept ranked for the fallback."""
+    pop_limit = 1e100
+    """Click weights grow by ``_pop_growth`` a click (decay without touching every item);
+    before one would pass this, every weight is divided down."""
 
     def __init__(self, config: RecommenderConfig | None = None) -> None:
         self.config = config or RecommenderConfig()
@@ -172,17 +176,20 @@ class Recommender:
         losses = self.vectors.learn_many(clicks)
         index = self.vectors.vocab.index
         self._ensure_popularity(len(self.vectors))
-        for item_id, _ in clicks:
-            row = index[item_id]
-            # Exponentially decayed counts without touching every item: grow the increment.
-            self._pop_scale *= self._pop_growth
-            if self._pop_scale > 1e100:
-                self.popularity /= self._pop_scale
-                self._pop_scale = 1.0
+        rows = np.fromiter(map(index.__getitem__, (item for item, _ in clicks)), dtype=np.int64,
+                           count=len(clicks))
+        while len(rows):
+            # Exponentially decayed counts without touching every item: each click weighs
+            # ``_pop_growth`` times the one before; before the weights overflow, all are
+            # divided down.
+            done, self._pop_scale = topk.add_clicks(self._top_buf, self._top_n, self.popularity, rows,
+                                                    self._pop_scale, self._pop_growth, self.pop_limit)
+            rows = rows[done:]
+            if len(rows):
+                self.popularity /= self._pop_scale * self._pop_growth  # the next click weighs 1
+                self._pop_scale = 1.0 / self._pop_growth
                 top = self._top  # the division may have made weights equal: order ties by row
                 self._top = top[np.lexsort((top, -self.popularity[top]))]
-            self.popularity[row] += self._pop_scale
-            topk.bump_top(self._top_buf, self._top_n, self.popularity, row)
         self.clicks_learned += len(clicks)
         return losses
 
@@ -375,15 +382,18 @@ class Recommender:
         rows: list[int] = []
         weights: list[float] = []
         seen: dict[int, int] = {}
+        unknown: set[str] = set()
         w = 1.0
-        names: set[str] = set()
         for item in reversed(session_items):
-            if item in names:
-                continue
-            names.add(item)
             r = row_of.get(item)
-            if r is not None:
-                seen[r] = len(names) - 1
+            if r is None:
+                if item in unknown:
+                    continue
+                unknown.add(item)
+            else:
+                if r in seen:  # one row per item: a repeat is the same name
+                    continue
+                seen[r] = len(seen) + len(unknown)  # distinct items after it
                 if len(rows) < limit and counts[r] >= min_count:
                     rows.append(r)
                     weights.append(w)
@@ -458,7 +468,7 @@ class Recommender:
             pop_col = np.full((len(known), 1), cfg.popularity_weight, dtype=np.float32)
             # No exact fallback while a write holds the index: the writer holds it for one
             # chunk at a time, and exact search over a large catalogue costs more than that.
-            found = self.index.query_many(np.concatenate([q, pop_col], axis=1), cfg.candidates)
+            found = self.index.query_batch(np.concatenate([q, pop_col], axis=1), cfg.candidates)
             ranked = self._rank_many(sessions, parsed, known, found, q, q_out, k)
             for j, one in zip(known, ranked, strict=True):
                 out[j] = one
@@ -470,21 +480,21 @@ class Recommender:
 
     def _rank_many(self, sessions: Sequence[Sequence[str]],
                    parsed: list[tuple[list[int], list[float], dict[int, int]]], known: list[int],
-                   found: list[tuple[IntArray, npt.NDArray[np.float32]]], q: FloatArray,
+                   found: tuple[IntArray, npt.NDArray[np.float32], IntArray], q: FloatArray,
                    q_out: FloatArray | None, k: int) -> list[Recommendation]:
-        """The lists of the ``known`` sessions: each one's index candidates plus its own items,
-        re-scored exactly, in one compiled call for the batch (``topk.rank``)."""
+        """The lists of the ``known`` sessions: each one's index candidates (``found``, from
+        ``VectorIndex.query_batch``: -1 where a row has fewer) plus its own items, re-scored
+        exactly, in one compiled call for the batch (``topk.rank``)."""
         cfg = self.config
         vec = self.vectors
         nq = len(known)
-        labels = np.full((nq, max((len(r) for r, _ in found), default=0)), -1, dtype=np.int64)
-        for j, (r, _) in enumerate(found):
-            labels[j, : len(r)] = r
+        labels = found[0]
         seens = [parsed[i][2] for i in known]
         seen_start = np.zeros(nq + 1, dtype=np.int64)
         np.cumsum([len(s) for s in seens], out=seen_start[1:])
-        seen_rows = np.fromiter((r for s in seens for r in s), dtype=np.int64, count=int(seen_start[-1]))
-        ranks = np.fromiter((n for s in seens for n in s.values()), dtype=np.int64, count=len(seen_rows))
+        total = int(seen_start[-1])
+        seen_rows = np.fromiter(chain.from_iterable(seens), dtype=np.int64, count=total)
+        ranks = np.fromiter(chain.from_iterable(s.values() for s in seens), dtype=np.int64, count=total)
         boost = (cfg.seen_boost * np.float64(cfg.seen_decay) ** ranks).astype(np.float32)
         rows = np.empty((nq, k), dtype=np.int64)
         scores = np.empty((nq, k), dtype=np.float32)
@@ -492,17 +502,17 @@ class Recommender:
         topk.rank(vec.w_in, vec.w_out, vec.vocab.counts, q, q if q_out is None else q_out,
                   cfg.reverse_weight if q_out is not None else 0.0, cfg.popularity_weight, labels,
                   seen_rows, boost, seen_start, cfg.exclude_seen, rows, scores, got)
-        ids = vec.vocab.ids
+        name = vec.vocab.ids.__getitem__
         version = vec.version
         out: list[Recommendation] = []
-        for j, i in enumerate(known):
+        # Whole arrays to lists at once, and the lists built by map/zip: per element, numpy
+        # scalars and a comprehension cost several times more (20 pairs a click).
+        for i, n, r, sc in zip(known, got.tolist(), rows.tolist(), scores.tolist(), strict=True):
             exclude = set(sessions[i]) if cfg.exclude_seen else set()
-            n = int(got[j])
             if n < 0:  # no candidate at all
                 out.append(Recommendation(self._fill([], k, exclude), "fallback", version))
                 continue
-            top = zip(rows[j, :n].tolist(), scores[j, :n].tolist(), strict=True)
-            ranked = [(ids[r], sc) for r, sc in top]
+            ranked = list(zip(map(name, r[:n]), sc[:n], strict=True))
             out.append(Recommendation(self._fill(ranked, k, exclude), "model", version))
         return out
 

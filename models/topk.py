@@ -230,6 +230,26 @@ def extremes(v: np.ndarray) -> tuple[float, float, float, float]:
 
 
 @_compiled()
+def add_clicks(top: np.ndarray, n_top: np.ndarray, pop: np.ndarray, rows: np.ndarray, scale: float,
+               growth: float, limit: float) -> tuple[int, float]:
+    """Add each of ``rows``' clicks to ``pop`` in turn, each ``growth`` times the one before
+    (decayed counts, ``Recommender.learn_many``), keeping ``top`` up to date (``bump_top``).
+    Stops before a weight would pass ``limit``; returns the clicks added and the last weight,
+    and the caller rescales and goes on (a per-click loop in Python cost more than learning
+    the click's pairs)."""
+    done = 0
+    for i in range(rows.shape[0]):
+        nxt = scale * growth
+        if nxt > limit:
+            break
+        scale = nxt
+        pop[rows[i]] += scale
+        bump_top(top, n_top, pop, rows[i])
+        done += 1
+    return done, scale
+
+
+@_compiled()
 def bump_top(top: np.ndarray, n_top: np.ndarray, pop: np.ndarray, row: int) -> None:
     """Keep ``top[:n_top[0]]`` the rows of the largest ``pop`` (ties: smaller row first) after
     ``pop[row]`` alone rose: ``row`` can only enter or move up, so one insertion step does it

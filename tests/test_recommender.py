@@ -402,6 +402,39 @@ def test_the_popular_list_stays_exact_click_by_click() -> None:
         assert rec._top.tolist() == want.tolist()
 
 
+
+def test_decayed_counts_hold_across_batches_and_rescaling() -> None:
+    """Each click weighs ``growth`` times the one before, whatever the batches and however
+    often the weights are divided down (a small ``pop_limit`` forces it every few clicks):
+    the shares equal those of a plain per-click sum, and the top list a full sort."""
+
+    class Rescaling(Recommender):
+        pop_limit = 50.0
+        popular_keep = 5
+
+    half_life = 8.0
+    rec = Rescaling(RecommenderConfig(item2vec=CFG.item2vec, popularity_half_life_clicks=half_life))
+    rng = np.random.default_rng(5)
+    items = [f"p{i}" for i in rng.zipf(1.4, 300) % 25]
+    growth = 2.0 ** (1.0 / half_life)
+    want: dict[str, float] = {}
+    lo = 0
+    while lo < len(items):
+        size = int(rng.integers(1, 40))
+        rec.learn_many([(i, ()) for i in items[lo : lo + size]])
+        lo += size
+    for age, item in enumerate(reversed(items)):
+        want[item] = want.get(item, 0.0) + growth**-age
+    total = sum(want.values())
+    got = dict(rec.popular(25))
+    assert set(got) == set(want)
+    for item, share in want.items():
+        assert abs(got[item] - share / total) < 1e-9
+    n = len(rec.vectors)
+    rows = np.arange(n)
+    pop = rec.popularity[:n]
+    assert rec._top.tolist() == rows[np.lexsort((rows, -pop))][:5].tolist()
+
 def test_score_gives_every_seen_row_its_bonus_in_any_order() -> None:
     """``score`` with unsorted, repeated rows: each position of a session item gets the
     bonus for its recency rank, the others none."""
