@@ -75,7 +75,8 @@ class RecommenderConfig:
     click learned since the last refresh (new items always go in), for operators who trade
     freshness for throughput: at 0.5 the served recall@20 while a synthetic stream ran fell
     from 0.97 to 0.78 (``sessionrec bench core``), as nearly every vector keeps moving."""
-    candidates: int = 100
+    candidates: int = 64
+    """Index candidates re-scored per suggestion (``Settings.candidates``)."""
     query_items: int = 5
     recency_decay: float = 0.5
     popularity_weight: float = 0.75

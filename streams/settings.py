@@ -162,7 +162,10 @@ class Settings:
     to spare (``bench core``: 1.2x clicks/s, per-batch p99 halved). Off by default: where
     the broker shares the cores (this machine), end-to-end latency did not improve.
     ``sessionrec evaluate`` always writes in line, so a replay gives the same figures."""
-    candidates: int = 100
+    candidates: int = 64
+    """Index candidates re-scored per suggestion. On the validation split 100 -> 64 left
+    HR@20 / MRR@20 as they were (.6771 / .3690 -> .6773 / .3690; 50: .6752, 30: .6692)
+    and ran the 100k-item catalogue 1.19x faster: a smaller heap prunes more bands."""
     query_items: int = 5
     recency_decay: float = 0.5
     popularity_weight: float = 0.75
