@@ -33,9 +33,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from itertools import chain
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from typing import Any, Literal
 
 import numpy as np
