@@ -47,7 +47,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -229,6 +229,14 @@ class _Graph:
         self.last_lo = min(self.last_lo, lo)
         self.last_hi = max(self.last_hi, hi)
 
+    def narrow(self, parts: Iterable[FloatArray]) -> None:
+        """Bounds made those of exactly the vectors in ``parts`` (every vector the band keeps,
+        a piece at a time), after a compaction or a load: ``note`` only widens them."""
+        self.norm_max = self.head_max = 0.0
+        self.last_lo, self.last_hi = math.inf, -math.inf
+        for vecs in parts:
+            self.note(vecs)
+
     def reserve(self, need: int) -> None:
         """Room for ``need`` elements in all (capacity doubles, as a ``list`` grows)."""
         cap = len(self.row_of_label)
@@ -281,10 +289,7 @@ class _Graph:
         rows[holes] = rows[tail]
         rows[live:n] = -1
         self.next_label, self.live, self.deleted = live, live, 0
-        self.norm_max = self.head_max = 0.0  # narrowed to what is kept
-        self.last_lo, self.last_hi = math.inf, -math.inf
-        for lo in range(0, live, 65_536):
-            self.note(self.vecs[lo : min(lo + 65_536, live)])
+        self.narrow(self.vecs[lo : min(lo + 65_536, live)] for lo in range(0, live, 65_536))
         self.reserve(room)
         self.limit = max(self.limit, room)
         return rows[holes].copy(), holes.astype(np.int64)
@@ -430,9 +435,8 @@ class VectorIndex:
         for b in state["index_bands"].tolist():
             g = index._graphs[int(b)] = _Graph.load(dim, config, state, f"index_graph{b}_")
             rows = g.row_of_label[: g.next_label]
-            rows = rows[rows >= 0]
-            for part in index._pieces(rows.size):  # what each band holds bounds its scores
-                g.note(index._indexed[rows[part]])
+            rows = rows[rows >= 0]  # what each band holds bounds its scores
+            g.narrow(index._indexed[rows[part]] for part in index._pieces(rows.size))
         return index
 
     def _ensure_rows(self, need: int) -> None:
