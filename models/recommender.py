@@ -469,8 +469,8 @@ class Recommender:
             pop_col = np.full((len(known), 1), cfg.popularity_weight, dtype=np.float32)
             # No exact fallback while a write holds the index: the writer holds it for one
             # chunk at a time, and exact search over a large catalogue costs more than that.
-            found = self.index.query_batch(np.concatenate([q, pop_col], axis=1), cfg.candidates)
-            ranked = self._rank_many(sessions, parsed, known, found, q, q_out, k)
+            labels, _, _ = self.index.query_batch(np.concatenate([q, pop_col], axis=1), cfg.candidates)
+            ranked = self._rank_many(sessions, parsed, known, labels, q, q_out, k)
             for j, one in zip(known, ranked, strict=True):
                 out[j] = one
         for i, rec in enumerate(out):
@@ -481,15 +481,14 @@ class Recommender:
 
     def _rank_many(self, sessions: Sequence[Sequence[str]],
                    parsed: list[tuple[list[int], list[float], dict[int, int]]], known: list[int],
-                   found: tuple[IntArray, npt.NDArray[np.float32], IntArray], q: FloatArray,
-                   q_out: FloatArray | None, k: int) -> list[Recommendation]:
-        """The lists of the ``known`` sessions: each one's index candidates (``found``, from
-        ``VectorIndex.query_batch``: -1 where a row has fewer) plus its own items, re-scored
-        exactly, in one compiled call for the batch (``topk.rank``)."""
+                   labels: IntArray, q: FloatArray, q_out: FloatArray | None, k: int
+                   ) -> list[Recommendation]:
+        """The lists of the ``known`` sessions: each one's index candidates (``labels``, rows
+        from ``VectorIndex.query_batch``: -1 where it found fewer) plus its own items,
+        re-scored exactly, in one compiled call for the batch (``topk.rank``)."""
         cfg = self.config
         vec = self.vectors
         nq = len(known)
-        labels = found[0]
         seens = [parsed[i][2] for i in known]
         seen_start = np.zeros(nq + 1, dtype=np.int64)
         np.cumsum([len(s) for s in seens], out=seen_start[1:])
