@@ -760,24 +760,25 @@ class VectorIndex:
         return None if ask.size == len(qn) else ask
 
     @staticmethod
-    def _screen(g: _Graph, q: FloatArray, qn: npt.NDArray[np.float64], hd: npt.NDArray[np.float32],
-                hr: IntArray, hn: IntArray) -> None:
-        """Offer an ``exact`` band's vectors to the heaps: one BLAS product of the queries by
-        a piece of the band screens out what cannot enter a heap, and the compiled product
-        scores the rest (``topk.offer_screened``: the answers are those of scoring every
-        vector).
+    def _screen(g: _Graph, q: FloatArray, ask: IntArray, qn: npt.NDArray[np.float64],
+                hd: npt.NDArray[np.float32], hr: IntArray, hn: IntArray) -> None:
+        """Offer an ``exact`` band's vectors to the heaps of the queries ``ask`` (rows of
+        ``q``, the batch's own array): one BLAS product of those queries by a piece of the
+        band screens out what cannot enter a heap, and the compiled product scores the rest
+        (``topk.offer_screened``: the answers are those of scoring every vector).
         The screen's margin bounds both products' float32 rounding, dim * 2**-24 times
         |q| |x| each (Higham's gamma_n, doubled for a margin), plus 1e-6 for the subtraction
         from 1."""
         assert g.vecs is not None
         n, d = g.next_label, g.vecs.shape[1]
-        slack = (qn * (g.norm_max * 4.0 * d * 2.0**-24) + 1e-6).astype(np.float32)
+        margin = g.norm_max * 4.0 * d * 2.0**-24
+        q_ask = q[:, :d] if ask.size == len(q) else q[ask, :d]
         step = _SCREEN_PIECE
-        scores = np.empty((len(q), min(step, n)), dtype=np.float32)
+        scores = np.empty((ask.size, min(step, n)), dtype=np.float32)
         for lo in range(0, n, step):
             hi = min(lo + step, n)
-            part = np.matmul(q[:, :d], g.vecs[lo:hi].T, out=scores[:, : hi - lo])
-            topk.offer_screened(part, g.vecs[lo:hi], g.row_of_label[lo:hi], q, slack, hd, hr, hn)
+            part = np.matmul(q_ask, g.vecs[lo:hi].T, out=scores[:, : hi - lo])
+            topk.offer_screened(part, g.vecs[lo:hi], g.row_of_label[lo:hi], q, ask, qn, margin, hd, hr, hn)
 
     def query_many(
         self, qs: FloatArray, k: int, fallback: FloatArray | None = None
@@ -840,6 +841,7 @@ class VectorIndex:
             # Ordered by each band's bound for the batch's mean query, it scanned no fewer.
             graphs = sorted((g for g in self._graphs.values() if g.live),
                             key=lambda g: (-g.radius, -g.head_max))
+            everyone = np.arange(nq)
             for g in graphs:
                 ask = self._asking(g, qn, qa, ql, hd, hn, k) if lifted else None
                 g.queries += nq
@@ -848,18 +850,18 @@ class VectorIndex:
                     self.bands_skipped += nq - ask.size
                     if ask.size == 0:
                         continue
+                if g.vecs is not None:  # small band: products beat a walk
+                    self._screen(g, q_idx, everyone if ask is None else ask, qn, hd, hr, hn)
+                    continue
                 # A subset of the queries is gathered into arrays of its own (a copy, so
                 # ``q`` keeps one memory layout and one compiled version) and put back after.
                 q_g, qq_g = (q_idx, qq) if ask is None else (q_idx[ask], qq[ask])
                 hd_g, hr_g, hn_g = (hd, hr, hn) if ask is None else (hd[ask], hr[ask], hn[ask])
-                if g.vecs is not None:  # small band: products beat a walk
-                    self._screen(g, q_g, qn if ask is None else qn[ask], hd_g, hr_g, hn_g)
-                else:
-                    rows, dist = g.search_many(q_g, k)
-                    if lifted:  # |q-x|^2 = |q|^2 + R^2 - 2 q.x  ->  1 - q.x
-                        shift = (1.0 - (qq_g + g.radius**2) / 2.0).astype(np.float32)
-                        dist = dist * np.float32(0.5) + shift[:, None]
-                    topk.offer(dist, rows, hd_g, hr_g, hn_g)
+                rows, dist = g.search_many(q_g, k)
+                if lifted:  # |q-x|^2 = |q|^2 + R^2 - 2 q.x  ->  1 - q.x
+                    shift = (1.0 - (qq_g + g.radius**2) / 2.0).astype(np.float32)
+                    dist = dist * np.float32(0.5) + shift[:, None]
+                topk.offer(dist, rows, hd_g, hr_g, hn_g)
                 if ask is not None:
                     hd[ask], hr[ask], hn[ask] = hd_g, hr_g, hn_g
         finally:

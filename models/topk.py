@@ -104,32 +104,37 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.float32:
 
 
 @_compiled()
-def offer_screened(scores: np.ndarray, vecs: np.ndarray, rows: np.ndarray, q: np.ndarray,
-                   slack: np.ndarray, hd: np.ndarray, hr: np.ndarray, hn: np.ndarray) -> None:
+def offer_screened(scores: np.ndarray, vecs: np.ndarray, rows: np.ndarray, q: np.ndarray, ask: np.ndarray,
+                   qn: np.ndarray, margin: float, hd: np.ndarray, hr: np.ndarray, hn: np.ndarray) -> None:
     """Offer the exact distance ``1 - vecs[j] . q[b]`` of every vector ``j`` whose row
-    ``rows[j]`` is >= 0 to heap ``b``, for every query ``b`` (``q`` may have more columns
-    than ``vecs``: they are not read): a small band answered without its graph.
+    ``rows[j]`` is >= 0 to heap ``b``, for every query ``b = ask[i]`` (``q`` may have more
+    columns than ``vecs``: they are not read): a small band answered without its graph.
 
-    ``scores`` (``q[b] . vecs[j]``, from one BLAS product over the batch) screens: a vector
-    is scored here only when its BLAS score is within ``slack[b]`` of what could still enter
-    heap ``b``. BLAS rounds differently for different batch shapes, so what enters the heap
-    is this module's own product, and the heaps end as if every vector had been scored
-    here provided ``slack`` bounds the two products' rounding difference (scores of +inf:
-    no screen, the reference the tests hold this to). A BLAS product and a comparison per
-    vector measured about 2.5 ns against 13-20 ns for the compiled product of every vector
-    (64 queries, dim 65, one thread). ``q`` must have one memory layout whatever its length
-    (the index passes its C-contiguous query array): numba compiles one version per layout,
-    and a single query given as a contiguous row of a wider array got its own version,
-    which summed in another order than the batch's (a test caught it)."""
+    ``scores[i]`` (``q[ask[i]] . vecs[j]``, from one BLAS product over the queries asked)
+    screens: a vector is scored here only when its BLAS score is within a slack of
+    ``qn[b] * margin + 1e-6`` of what could still enter heap ``b``. BLAS rounds differently
+    for different batch shapes, so what enters the heap is this module's own product, and
+    the heaps end as if every vector had been scored here provided the slack bounds the two
+    products' rounding difference (scores of +inf: no screen, the reference the tests hold
+    this to). A BLAS product and a comparison per vector measured about 2.5 ns against
+    13-20 ns for the compiled product of every vector (64 queries, dim 65, one thread).
+    The heaps are the batch's own, indexed through ``ask`` and the slack made here: a
+    gather and a scatter of them, and the slack's numpy steps, cost more than the band's
+    products at a few queries per batch. ``q`` must have one memory layout whatever its
+    length (the index passes its C-contiguous query array): numba compiles one version per
+    layout, and a single query given as a contiguous row of a wider array got its own
+    version, which summed in another order than the batch's (a test caught it)."""
     k = hd.shape[1]
     one = np.float32(1.0)
-    for b in range(q.shape[0]):
+    for i in range(scores.shape[0]):
+        b = ask[i]
         hdb = hd[b]
         hrb = hr[b]
         qb = q[b]
-        sb = scores[b]
+        sb = scores[i]
         n = hn[b]
-        cut = -np.inf if n < k else one - hdb[0] - slack[b]
+        slack = np.float32(qn[b] * margin + 1e-6)
+        cut = -np.inf if n < k else one - hdb[0] - slack
         m = vecs.shape[0]
         for lo in range(0, m, 16):
             hi = min(lo + 16, m)
@@ -145,7 +150,7 @@ def offer_screened(scores: np.ndarray, vecs: np.ndarray, rows: np.ndarray, q: np
                 if n < k or _worse(hdb[0], hrb[0], d, r):
                     n = _push(hdb, hrb, n, k, d, r)
                     if n == k:
-                        cut = one - hdb[0] - slack[b]
+                        cut = one - hdb[0] - slack
         hn[b] = n
 
 

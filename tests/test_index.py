@@ -242,8 +242,8 @@ def test_an_exact_band_screened_by_blas_keeps_what_the_compiled_product_ranks(se
     queries[:, :dim] = base + rng.normal(size=(nq, dim)) * 0.01
     hd, hr, hn = np.zeros((nq, k), np.float32), np.zeros((nq, k), np.int64), np.zeros(nq, np.int64)
     unscreened = np.full((nq, n), np.inf, dtype=np.float32)  # every vector scored exactly
-    topk.offer_screened(unscreened, table, np.arange(n, dtype=np.int64), queries,
-                        np.zeros(nq, dtype=np.float32), hd, hr, hn)
+    topk.offer_screened(unscreened, table, np.arange(n, dtype=np.int64), queries, np.arange(nq),
+                        np.zeros(nq), 0.0, hd, hr, hn)
     topk.sorted_heaps(hd, hr, hn)
     got = index.query_many(queries[:, :dim], k)
     assert index.bands == 1 and all(g.exact for g in index._graphs.values())
