@@ -225,7 +225,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from streams.bench_e2e import bench_e2e
 
     print_lines(bench_e2e(seconds=args.seconds, items=args.items,
-                          batches=args.batch or (1, 64)))
+                          batches=args.batch or (1, 64), partitions=args.partitions))
     return 0
 
 
@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--dim", type=int, default=64)
     bn.add_argument("--seed", type=int, default=0)
     bn.add_argument("--seconds", type=float, default=20.0, help="e2e: seconds per phase")
+    bn.add_argument("--partitions", type=int, default=1,
+                    help="e2e: partitions of every topic (default 1; the local broker's work "
+                    "per fetch grows with the record batches stored, one per partition written)")
     bn.add_argument("--gensim", action=argparse.BooleanOptionalAction, default=True)
     bn.add_argument("--learn-rounds", type=int, default=3,
                     help="core: learning alone and gensim, alternated this many times (medians)")

@@ -100,11 +100,13 @@ def test_plot_needs_the_curve(tmp_path: Path) -> None:
 def test_e2e_prints_throughput_and_live_latency_beside_the_passthrough() -> None:
     """`bench e2e` run small on the real broker: the ceiling, the worker's drain rate, then
     the live phase at half that rate on new topics, for the worker (started from the model
-    the drain left, saved at its clean stop) and for the pass-through, every click timed."""
+    the drain left, saved at its clean stop) and for the pass-through, every click timed.
+    Every topic, the live phase's too, has the partitions asked for (the broker says so)."""
     from streams.bench_e2e import bench_e2e
 
-    (line,) = bench_e2e(seconds=2.0, items=200, clicks=600, batches=(8,))
+    (line,) = bench_e2e(seconds=2.0, items=200, clicks=600, batches=(8,), partitions=2)
     assert line["answered"] == 600 and line["batch"] == 8
+    assert line["partitions"] == line["latency_partitions"] == 2
     assert line["ratio_vs_passthrough"] == round(line["clicks_per_s"] / line["passthrough_clicks_per_s"], 3)
     rate = max(50.0, line["clicks_per_s"] / 2)  # from the printed (rounded) drain rate
     assert abs(line["latency_rate_clicks_per_s"] - rate) <= 0.1
