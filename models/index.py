@@ -392,19 +392,24 @@ class VectorIndex:
         return sum(1 for g in list(self._graphs.values()) if not g.exact)
 
     def nbytes(self) -> int:
-        """Memory the index holds: each hnswlib graph (its serialised size, which is what it
-        allocates per element, scaled to its current capacity), the part of each array band
-        written so far, and the per-row arrays."""
+        """Resident memory the index holds: each hnswlib graph's elements (its serialised
+        size), the part of each array band written so far, each band's label map, and the
+        per-row arrays up to the last row indexed. Room reserved and never written is left
+        out: numpy's zeros and hnswlib's element memory are not resident until written, and
+        counting them would raise the memory budget (``bench.memory_budget``) by what no
+        page holds."""
         graphs = 0
         with self._lock:
             for g in self._graphs.values():
                 if g.hnsw is not None:
-                    size = int(g.hnsw.index_file_size())
-                    count = max(1, g.hnsw.get_current_count())
-                    graphs += size + size // count * (g.hnsw.get_max_elements() - count)
-                graphs += g.row_of_label.nbytes
+                    graphs += int(g.hnsw.index_file_size())
+                graphs += g.row_of_label.nbytes  # filled with -1 when made: all of it written
                 graphs += g.high * g.dim * 4 if g.vecs is not None else 0
-        return graphs + self._indexed.nbytes + self._label.nbytes + self._band.nbytes + self._drift.nbytes
+            indexed = np.flatnonzero(self._label >= 0)
+            rows = int(indexed[-1]) + 1 if indexed.size else 0
+        per_row = self._indexed.itemsize * self.dim + self._label.itemsize + self._band.itemsize \
+            + self._drift.itemsize
+        return graphs + rows * per_row
 
     def state(self, copy: bool = True) -> dict[str, npt.NDArray[Any]]:
         """The index as plain arrays (each band's graph serialised by hnswlib), taken under
