@@ -405,11 +405,16 @@ class VectorIndex:
                     graphs += int(g.hnsw.index_file_size())
                 graphs += g.row_of_label.nbytes  # filled with -1 when made: all of it written
                 graphs += g.high * g.dim * 4 if g.vecs is not None else 0
-            indexed = np.flatnonzero(self._label >= 0)
-            rows = int(indexed[-1]) + 1 if indexed.size else 0
+            rows = self._rows_indexed()
         per_row = self._indexed.itemsize * self.dim + self._label.itemsize + self._band.itemsize \
             + self._drift.itemsize
         return graphs + rows * per_row
+
+    def _rows_indexed(self) -> int:
+        """One past the last row ever indexed (rows are never unindexed): how much of the
+        per-row arrays is in use. Caller holds the lock."""
+        indexed = np.flatnonzero(self._label >= 0)
+        return int(indexed[-1]) + 1 if indexed.size else 0
 
     def state(self, copy: bool = True) -> dict[str, npt.NDArray[Any]]:
         """The index as plain arrays (each band's graph serialised by hnswlib), taken under
@@ -417,8 +422,7 @@ class VectorIndex:
         False: the arrays as views)."""
         own = np.copy if copy else np.asarray
         with self._lock:
-            indexed = np.flatnonzero(self._label >= 0)
-            n = int(indexed[-1]) + 1 if indexed.size else 0
+            n = self._rows_indexed()
             out: dict[str, npt.NDArray[Any]] = {
                 "index_config": _settings_key(self.dim, self.config),
                 "index_bands": np.array(sorted(self._graphs), dtype=np.int64),
@@ -886,10 +890,11 @@ for the compiled pass that reads them."""
 
 
 def _room(live: int) -> int:
-    """Capacity for an array band of ``live`` vectors: as many again to spare, so its
-    writes reach a compaction (an eighth deleted) long before they need a bigger array.
-    Growing one is a copy: at 1M items, a 435k band's held a batch 123-132 ms. The spare
-    room costs address space only; no page of it is resident until written (``_Graph.high``)."""
+    """Capacity for a new or rebuilt band of ``live`` vectors (a rebuilt graph too, which
+    grows the same way): as many again to spare, so an array's writes reach a compaction
+    (an eighth deleted) long before they need a bigger array. Growing one is a copy: at 1M
+    items, a 435k band's held a batch 123-132 ms. The spare room costs address space only;
+    no page of it is resident until written (``_Graph.high``)."""
     return 2 * live + 1024
 
 
