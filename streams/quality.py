@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from river.drift import ADWIN
+if TYPE_CHECKING:
+    from river.drift import ADWIN
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,13 @@ class OnlineQuality:
         Kept as the window moves (the gauges are set on every click), summed again from the
         window once per ``window`` judgements so float error cannot build up."""
         self._last: dict[str, tuple[str, list[str]]] = {}
-        self._adwin = ADWIN(delta=adwin_delta)
+        # Imported here, not at the top: ``river.drift``'s package import loads scipy.stats
+        # (for KSWIN, which we do not use): 64 MiB of RSS and 0.7 s, which every process that
+        # imports the metrics module (the core benchmark, the CLI's tools) paid without ever
+        # judging a list. The worker still pays it when it builds its monitor.
+        from river.drift import ADWIN
+
+        self._adwin: ADWIN = ADWIN(delta=adwin_delta)
         self.judged = 0
         """Lists judged since start (the ``sessionrec_online_judged_total`` counter)."""
         self.drifts: list[Drift] = []

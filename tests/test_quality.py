@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -119,3 +122,17 @@ def test_no_drift_on_a_stationary_stream() -> None:
     q = OnlineQuality(ks=(20,))
     feed(q, 0.3, 3000, rng)
     assert q.drifts == []
+
+
+def test_importing_the_metrics_and_the_benchmarks_loads_no_scipy_stats() -> None:
+    """``river.drift``'s package import loads scipy.stats (64 MiB of RSS): only a process
+    that builds an ``OnlineQuality`` (the worker) should pay for it, not the core benchmark
+    whose peak RSS is the memory goal. The second half checks that this test can see it."""
+    code = ("import sys, streams.bench, streams.metrics\n"
+            "print('scipy.stats' in sys.modules)\n"
+            "from streams.quality import OnlineQuality\n"
+            "OnlineQuality()\n"
+            "print('scipy.stats' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout.split()
+    assert out == ["False", "True"]
