@@ -467,3 +467,15 @@ def share_pass(b_rows: np.ndarray, b_in: np.ndarray, b_out: np.ndarray, b_counts
         else:
             held[i] += 1
     return m
+
+
+@_compiled()
+def place_rows(slots: np.ndarray, hashes: np.ndarray, mask: int) -> None:
+    """Put row ``r`` (as ``r + 1``) into the first empty slot from ``hashes[r] & mask`` on,
+    probing linearly: ``Vocabulary``'s table, rebuilt whole when it grows. ``slots`` starts
+    empty (0) and has room for every row."""
+    for r in range(hashes.shape[0]):
+        i = hashes[r] & mask
+        while slots[i] != 0:
+            i = (i + 1) & mask
+        slots[i] = r + 1

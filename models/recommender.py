@@ -175,9 +175,9 @@ class Recommender:
         """``learn`` for each (item, context) in turn (``ItemVectors.learn_many``: one
         compiled call); returns each click's loss."""
         losses = self.vectors.learn_many(clicks)
-        index = self.vectors.vocab.index
+        row_of = self.vectors.vocab.get  # every one known: learning added it
         self._ensure_popularity(len(self.vectors))
-        rows = np.fromiter(map(index.__getitem__, (item for item, _ in clicks)), dtype=np.int64,
+        rows = np.fromiter(map(row_of, (item for item, _ in clicks)), dtype=np.int64,
                            count=len(clicks))
         while len(rows):
             # Exponentially decayed counts without touching every item: each click weighs
@@ -377,7 +377,7 @@ class Recommender:
         """The rows and recency weights of the items that make the session's query (latest
         first), and every known session item's recency rank."""
         cfg = self.config
-        row_of = self.vectors.vocab.index
+        row_of = self.vectors.vocab.get
         counts = self.vectors.vocab.counts
         limit, decay, min_count = cfg.query_items, cfg.recency_decay, cfg.min_count
         rows: list[int] = []
@@ -386,7 +386,7 @@ class Recommender:
         unknown: set[str] = set()
         w = 1.0
         for item in reversed(session_items):
-            r = row_of.get(item)
+            r = row_of(item)
             if r is None:
                 if item in unknown:
                     continue

@@ -6,8 +6,39 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from models.item2vec import Item2VecConfig, ItemVectors, ReplayBuffer, UnigramSampler
+from models.item2vec import Item2VecConfig, ItemVectors, ReplayBuffer, UnigramSampler, Vocabulary
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.text(max_size=3)), max_size=300),
+       st.sampled_from([2, 4, 1024]), st.sampled_from([0, 3, 65_536]))
+def test_vocabulary_answers_as_a_dict_would(ops: list[tuple[bool, str]], slots: int, recent: int) -> None:
+    """Adds and lookups in any order, against a dict: rows in first-seen order, unknown ids
+    not found. With 2 or 4 slots to start, most ids collide and the table grows (is rebuilt)
+    many times within one example."""
+    vocab, ref = Vocabulary(slots=slots, recent=recent), dict[str, int]()
+    for is_add, item in ops:
+        if is_add:
+            new = item not in ref
+            assert vocab.add(item) == (ref.setdefault(item, len(ref)), new)
+        assert vocab.get(item) == ref.get(item)
+    assert vocab.ids == list(ref) and len(vocab) == len(ref)
+    assert all(vocab.get(item) == row for item, row in ref.items())
+    assert vocab.get("not added: longer than any added id") is None
+
+
+def test_vocabulary_table_stays_at_most_half_full() -> None:
+    vocab = Vocabulary(slots=4)
+    for i in range(5000):
+        vocab.add(f"item-{i}")
+        size = vocab.slots()
+        assert 2 * len(vocab) <= size and size & (size - 1) == 0
+    assert vocab.slots() == 16384
+    with pytest.raises(ValueError, match="power of two"):
+        Vocabulary(slots=1000)
 
 
 def test_vocabulary_grows_and_keeps_earlier_vectors() -> None:
