@@ -400,11 +400,9 @@ class ItemVectors:
 
     def upsert(self, item_id: str) -> int:
         """Row of ``item_id``; a new item gets a small random input vector and a zero output vector."""
-        row = self.vocab.get(item_id)
-        if row is not None:
-            return row
-        row = self.vocab.add(item_id)[0]
-        self._start_rows(row, row + 1)
+        row, new = self.vocab.add(item_id)  # one probe: a lookup first probed a new id twice
+        if new:
+            self._start_rows(row, row + 1)
         return row
 
     def _start_rows(self, lo: int, hi: int) -> None:
