@@ -244,25 +244,31 @@ class ReplayBuffer:
 
 class SharedBase:
     """What each row changed since the last ``share`` was then: ``rows[:n]``, with their
-    input vector, output vector and count at the same position of ``w_in``, ``w_out`` and
-    ``counts``; ``slot`` maps a row to its position (-1: unchanged, the tables hold its base).
+    output vector and count at the same position of ``w_out`` and ``counts``, and their
+    input vector at ``w_in[in_at[i]]`` if it changed too (-1: it did not, the table holds
+    its base); ``slot`` maps a row to its position (-1: unchanged, the tables hold its base).
 
     Sparse because between two shares (about a second) a worker changes a small part of a
     large catalogue: a full copy of both tables and the counts cost as much memory as the
-    model itself (545 MB at 1M items, dim 64). Rows get a slot before they first change
-    (``kernels.keep_base``, called by the learner), and lose it when shared. ``enabled``
-    False (``tracking``): no slots at all, and ``keep_base`` does nothing.
+    model itself (545 MB at 1M items, dim 64). Input vectors have their own, smaller buffer
+    because most rows a click moves are its negatives, which change only their output
+    vector: with one slot for both, half the base was copies of input vectors nothing had
+    touched (at 1M items, 150k rows and 37 MiB after 30,000 clicks). Rows get a slot before
+    they first change (``kernels.keep_base``/``keep_input``, called by the learner), and
+    lose it when shared. ``enabled`` False (``tracking``): no slots at all.
     """
 
     def __init__(self, dim: int, rows: int, enabled: bool) -> None:
         self.tracking = enabled
-        self.cap = 1024 if enabled else 0
+        self.cap = self.in_cap = 1024 if enabled else 0
         self.slot = np.full(rows if enabled else 0, -1, dtype=np.int64)
         self.rows = np.zeros(self.cap, dtype=np.int64)
-        self.w_in: FloatArray = np.zeros((self.cap, dim), dtype=np.float32)
         self.w_out: FloatArray = np.zeros((self.cap, dim), dtype=np.float32)
         self.counts = np.zeros(self.cap, dtype=np.float64)
-        self.top = np.zeros(1, dtype=np.int64)
+        self.in_at = np.zeros(self.cap, dtype=np.int64)
+        self.w_in: FloatArray = np.zeros((self.in_cap, dim), dtype=np.float32)
+        self.top = np.zeros(2, dtype=np.int64)
+        """Slots used, input places used."""
         self.held = np.zeros(self.cap, dtype=np.int64)
         """Shares each slot's row has been held back by the drift floor (0 for new slots)."""
         self.cursor = 0
@@ -271,8 +277,8 @@ class SharedBase:
         """The slots a pass in parts looks at: those there when it began (the slots learning
         adds meanwhile wait for the next pass, or a pass could chase them for ever)."""
         self.arrays = self._arrays()
-        """The arrays ``kernels.keep_base`` and ``kernels.learn_clicks`` take, in order (kept
-        as one tuple: the learner passes them on every click)."""
+        """The arrays ``kernels.learn_clicks`` takes, in order (kept as one tuple: the learner
+        passes them on every click)."""
 
     @property
     def n(self) -> int:
@@ -285,63 +291,110 @@ class SharedBase:
             self.arrays = self._arrays()
 
     def reserve(self, extra: int) -> None:
-        """Room for ``extra`` more slots (the compiled learner cannot grow the buffers)."""
-        need = int(self.top[0]) + extra
-        if need <= len(self.rows):
-            return
-        cap = max(len(self.rows), 1)
-        while cap < need:
-            cap *= 2
-        self._resize(cap)
+        """Room for ``extra`` more slots and input places (the compiled learner cannot grow
+        the buffers)."""
+        cap = _doubled(self.cap, int(self.top[0]) + extra)
+        in_cap = _doubled(self.in_cap, int(self.top[1]) + extra)
+        if cap != self.cap or in_cap != self.in_cap:
+            self._resize(cap, in_cap)
 
-    def _resize(self, cap: int) -> None:
-        """Every slot buffer to ``cap`` slots (the first ``n`` are kept)."""
+    def _resize(self, cap: int, in_cap: int) -> None:
+        """The slot buffers to ``cap`` slots and the input buffer to ``in_cap`` places (the
+        first ``n`` slots and the input places in use are kept)."""
         self.rows, self.counts = _grown(self.rows, cap), _grown(self.counts, cap)
-        self.w_in, self.w_out = _grown(self.w_in, cap), _grown(self.w_out, cap)
+        self.w_out, self.in_at = _grown(self.w_out, cap), _grown(self.in_at, cap)
         self.held = _grown(self.held, cap)
-        self.cap = cap
+        self.w_in = _grown(self.w_in, in_cap)
+        self.cap, self.in_cap = cap, in_cap
         self.arrays = self._arrays()
 
     def keep(self, rows: IntArray, w_in: FloatArray, w_out: FloatArray,
              counts: npt.NDArray[np.float64]) -> None:
-        """``keep_base`` for many rows at once (before a direct write to the tables)."""
+        """``keep_input`` for many rows at once (before a direct write to the tables)."""
         if not self.tracking:
             return
-        new = np.unique(np.asarray(rows, dtype=np.int64))
-        new = new[self.slot[new] < 0]
-        self.reserve(len(new))
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        new = rows[self.slot[rows] < 0]
+        self.reserve(len(rows))
         lo = int(self.top[0])
         at = np.arange(lo, lo + len(new))
         self.slot[new], self.rows[at] = at, new
-        self.w_in[at], self.w_out[at], self.counts[at] = w_in[new], w_out[new], counts[new]
+        self.w_out[at], self.counts[at], self.in_at[at] = w_out[new], counts[new], -1
         self.top[0] = lo + len(new)
+        slots = self.slot[rows]
+        bare = slots[self.in_at[slots] < 0]  # kept before with its output side only
+        lo = int(self.top[1])
+        self.in_at[bare] = np.arange(lo, lo + len(bare))
+        self.w_in[lo : lo + len(bare)] = w_in[self.rows[bare]]
+        self.top[1] = lo + len(bare)
+
+    def add(self, rows: IntArray, d_in: FloatArray, d_out: FloatArray,
+            d_counts: npt.NDArray[np.float64]) -> None:
+        """Add a change to the base of those ``rows`` that have a slot (a change that reached
+        both the tables and what was shared, such as another copy's delta). A slot without
+        an input place needs nothing there: its input base is the table's row."""
+        slots = self.slot[rows]
+        mine = slots >= 0
+        at = slots[mine]
+        np.add.at(self.w_out, at, d_out[mine])
+        np.add.at(self.counts, at, d_counts[mine])
+        places = self.in_at[at]
+        has = places >= 0
+        np.add.at(self.w_in, places[has], d_in[mine][has])
 
     def compact(self) -> None:
-        """Pack the live slots (those ``share`` did not free) to the front, in the order
-        they were, at the end of a share's pass over them."""
-        n = int(self.top[0])
+        """Pack the live slots (those ``share`` did not free) and their input places to the
+        front, in the order they were, at the end of a share's pass over them."""
+        n, used = int(self.top[0]), int(self.top[1])
         idx = np.flatnonzero(self.rows[:n] >= 0)
         m = len(idx)
         self.rows[:m], self.counts[:m] = self.rows[idx], self.counts[idx]
-        self.w_in[:m], self.w_out[:m] = self.w_in[idx], self.w_out[idx]
-        self.held[:m] = self.held[idx]
+        self.w_out[:m], self.held[:m] = self.w_out[idx], self.held[idx]
+        places = self.in_at[idx]
+        has = places >= 0
+        k = int(has.sum())
+        self.w_in[:k] = self.w_in[places[has]]
+        places[has] = np.arange(k)
+        self.in_at[:m] = places
         self.held[m:] = 0  # slots from m on are new at the next share
         self.slot[self.rows[:m]] = np.arange(m)
-        self.top[0] = m
+        self.top[:] = m, k
         self.cursor = 0
         # A burst (a long gap between shares) is over: judged by the slots this pass used,
         # not the few it keeps. Shrunk to twice what it kept, the buffers grew back by
         # doubling every second (a copy of up to 65k slots, 20-44 ms in one batch at 100k).
-        if self.cap > 4 * max(n, 1024):
-            self._resize(max(2 * n, 1024))
+        cap = self.cap if self.cap <= 4 * max(n, 1024) else max(2 * n, 1024)
+        in_cap = self.in_cap if self.in_cap <= 4 * max(used, 1024) else max(2 * used, 1024)
+        if cap != self.cap or in_cap != self.in_cap:
+            self._resize(cap, in_cap)
 
     def live(self) -> npt.NDArray[np.bool_]:
         """Which of the first ``n`` slots hold a row (a share in parts frees slots as it goes)."""
         live: npt.NDArray[np.bool_] = self.rows[: self.n] >= 0
         return live
 
-    def _arrays(self) -> tuple[IntArray, IntArray, FloatArray, FloatArray, npt.NDArray[np.float64], IntArray]:
-        return self.slot, self.rows, self.w_in, self.w_out, self.counts, self.top
+    def pending(self, w_in: FloatArray) -> tuple[IntArray, FloatArray, FloatArray, npt.NDArray[np.float64]]:
+        """The rows with a slot and what they were when last shared: input vectors (those
+        without an input place from ``w_in``, the table), output vectors and counts."""
+        live = self.live()
+        rows = self.rows[: self.n][live]
+        places = self.in_at[: self.n][live]
+        base_in = w_in[rows]
+        has = places >= 0
+        base_in[has] = self.w_in[places[has]]
+        return rows, base_in, self.w_out[: self.n][live], self.counts[: self.n][live]
+
+    def _arrays(self) -> tuple[IntArray, IntArray, FloatArray, npt.NDArray[np.float64], IntArray, FloatArray,
+                               IntArray]:
+        return self.slot, self.rows, self.w_out, self.counts, self.in_at, self.w_in, self.top
+
+
+def _doubled(cap: int, need: int) -> int:
+    """``cap``, doubled until it holds ``need``."""
+    cap = max(cap, 1)
+    while cap < need:
+        cap *= 2
+    return cap
 
 
 class ItemVectors:
@@ -472,7 +525,7 @@ class ItemVectors:
                 self._start_rows(known, len(self.vocab))
         n_fresh = np.array(fresh, dtype=np.int64)
         base = self._base
-        if base.tracking and base.top[0] + n * self._base_room > base.cap:
+        if base.tracking:
             base.reserve(n * self._base_room)
         sampler, replay = self.sampler, self.replay
         losses = np.zeros(n, dtype=np.float64)
@@ -563,9 +616,9 @@ class ItemVectors:
         d_in = np.empty((size, dim), dtype=np.float32)
         d_out = np.empty((size, dim), dtype=np.float32)
         d_counts = np.empty(size, dtype=np.float64)
-        m = kernels.share_pass(base.rows, base.w_in, base.w_out, base.counts, base.held, base.slot, lo,
-                               hi, self.w_in, self.w_out, self.vocab.counts, min_drift, max_wait,
-                               rows, d_in, d_out, d_counts)
+        m = kernels.share_pass(base.rows, base.w_out, base.counts, base.in_at, base.w_in, base.held,
+                               base.slot, lo, hi, self.w_in, self.w_out, self.vocab.counts, min_drift,
+                               max_wait, rows, d_in, d_out, d_counts)
         base.cursor = hi
         if hi >= end:
             base.compact()  # keeps the slots added since the pass began, for the next one
@@ -594,12 +647,8 @@ class ItemVectors:
         # add.at: a repeated id adds twice, like two deltas.
         for table, d in ((self.w_in, delta.d_in), (self.w_out, delta.d_out), (self.vocab.counts, counts)):
             np.add.at(table, rows, d)
-        base = self._base
-        if base.tracking:  # rows with a pending change of their own: their base moves too
-            slots = base.slot[rows]
-            mine = slots >= 0
-            for table, d in ((base.w_in, delta.d_in), (base.w_out, delta.d_out), (base.counts, counts)):
-                np.add.at(table, slots[mine], d[mine])
+        if self._base.tracking:  # rows with a pending change of their own: their base moves too
+            self._base.add(rows, delta.d_in, delta.d_out, counts)
         self.vocab.counts[rows] = np.maximum(self.vocab.counts[rows], 0.0)
         self.sampler.observe(self.vocab.counts, len(self), max(1, int(counts.sum())))
         self._mark_for_index(rows)  # not news to share: it came from the others
@@ -615,7 +664,6 @@ class ItemVectors:
         encoded = [i.encode() for i in self.vocab.ids]
         offsets = np.zeros(n + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([len(b) for b in encoded], dtype=np.int64)
-        live = self._base.live()  # mid-share: the slots it freed are sent, not pending
         return {
             "dim": np.array([self.config.dim], dtype=np.int64),
             "ids": np.frombuffer(b"".join(encoded), dtype=np.uint8),
@@ -633,11 +681,9 @@ class ItemVectors:
             "sampler_meta": np.array([self.sampler._since, self.sampler._n_at_build], dtype=np.int64),
             "progress": np.array([self.updates, self.version], dtype=np.int64),
             "loss_ema": np.array([self.loss_ema], dtype=np.float64),
-            **({} if not self._base.tracking else {
-                "shared_rows": self._base.rows[: self._base.n][live],
-                "shared_rows_in": self._base.w_in[: self._base.n][live],
-                "shared_rows_out": self._base.w_out[: self._base.n][live],
-                "shared_rows_counts": self._base.counts[: self._base.n][live]}),
+            **({} if not self._base.tracking else dict(zip(
+                ("shared_rows", "shared_rows_in", "shared_rows_out", "shared_rows_counts"),
+                self._base.pending(self.w_in), strict=True))),
         }
 
     def restore(self, state: dict[str, npt.NDArray[Any]]) -> None:

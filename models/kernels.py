@@ -235,23 +235,42 @@ def _mark(row: int, mask: np.ndarray, stack: np.ndarray, top: np.ndarray) -> Non
 
 
 @_compiled()
-def keep_base(row: int, w_in: np.ndarray, w_out: np.ndarray, counts: np.ndarray, slot: np.ndarray,
-              b_rows: np.ndarray, b_in: np.ndarray, b_out: np.ndarray, b_counts: np.ndarray,
-              b_top: np.ndarray) -> None:
-    """Before ``row`` first changes after a share, copy it (both vectors and its count) into
-    the next free slot of the base buffers (``b_*[:b_top[0]]``): what it was when last
-    shared. A row that has a slot keeps it; an empty ``slot`` means no sharing (no-op).
-    The caller leaves room for every row one call can touch."""
-    if slot.shape[0] == 0 or slot[row] >= 0:
-        return
+def keep_base(row: int, w_out: np.ndarray, counts: np.ndarray, slot: np.ndarray, b_rows: np.ndarray,
+              b_out: np.ndarray, b_counts: np.ndarray, b_in_at: np.ndarray, b_top: np.ndarray) -> int:
+    """Before ``row``'s output vector or count first changes after a share, copy them into
+    the next free slot of the base buffers (``b_*[:b_top[0]]``): what they were when last
+    shared. Returns the row's slot (a row that has one keeps it). The input vector gets a
+    place of its own only when it changes (``keep_input``; ``b_in_at`` -1 until then): most
+    rows a click moves are negatives, whose input vector it never touches. The caller checks
+    that sharing is on (a non-empty ``slot``) and leaves room for every row one call can touch."""
+    s = slot[row]
+    if s >= 0:
+        return s
     s = b_top[0]
     slot[row] = s
     b_rows[s] = row
-    for j in range(w_in.shape[1]):
-        b_in[s, j] = w_in[row, j]
+    for j in range(w_out.shape[1]):
         b_out[s, j] = w_out[row, j]
     b_counts[s] = counts[row]
+    b_in_at[s] = -1
     b_top[0] = s + 1
+    return s
+
+
+@_compiled()
+def keep_input(row: int, w_in: np.ndarray, w_out: np.ndarray, counts: np.ndarray, slot: np.ndarray,
+               b_rows: np.ndarray, b_out: np.ndarray, b_counts: np.ndarray, b_in_at: np.ndarray,
+               b_in: np.ndarray, b_top: np.ndarray) -> None:
+    """``keep_base``, and before ``row``'s input vector first changes, a copy of it at the
+    next free place of ``b_in`` (``b_in[:b_top[1]]``), named by the slot's ``b_in_at``."""
+    s = keep_base(row, w_out, counts, slot, b_rows, b_out, b_counts, b_in_at, b_top)
+    if b_in_at[s] >= 0:
+        return
+    k = b_top[1]
+    b_in_at[s] = k
+    for j in range(w_in.shape[1]):
+        b_in[k, j] = w_in[row, j]
+    b_top[1] = k + 1
 
 
 @_compiled()
@@ -280,9 +299,10 @@ def learn_click(
     top: np.ndarray,
     slot: np.ndarray,
     b_rows: np.ndarray,
-    b_in: np.ndarray,
     b_out: np.ndarray,
     b_counts: np.ndarray,
+    b_in_at: np.ndarray,
+    b_in: np.ndarray,
     b_top: np.ndarray,
     p_in: np.ndarray,
     p_tg: np.ndarray,
@@ -301,9 +321,9 @@ def learn_click(
     ``n_neg`` of them in turn (one that is the pair's own target is left out for that pair);
     0: each pair draws its own ``n_neg``.
     Output rows changed (and ``target``, whose count moved) are marked in ``mask`` and
-    appended to ``stack[:top[0]]`` once each; every row written (input or output side) is
-    first kept as it was in the base buffers (``keep_base``), which model sharing takes its
-    deltas against.
+    appended to ``stack[:top[0]]`` once each; every row written is first kept as it was in
+    the base buffers (``keep_base``, and ``keep_input`` for an input vector), which model
+    sharing takes its deltas against.
     Returns the summed loss of the click's fresh pairs, each taken before its step: the
     model's loss on data it has not learned yet (replayed pairs are not counted: they were
     learned before, and their logs cost a third of the learner's time); and the number of
@@ -312,7 +332,7 @@ def learn_click(
     """
     track = slot.shape[0] > 0
     if track and slot[target] < 0:
-        keep_base(target, w_in, w_out, counts, slot, b_rows, b_in, b_out, b_counts, b_top)
+        keep_base(target, w_out, counts, slot, b_rows, b_out, b_counts, b_in_at, b_top)
     counts[target] += 1.0
     _mark(target, mask, stack, top)
     if n_fresh == 0:
@@ -354,7 +374,7 @@ def learn_click(
     if track:
         for k in range(used):
             if slot[negs[k]] < 0:
-                keep_base(negs[k], w_in, w_out, counts, slot, b_rows, b_in, b_out, b_counts, b_top)
+                keep_base(negs[k], w_out, counts, slot, b_rows, b_out, b_counts, b_in_at, b_top)
     for k in range(used):
         _mark(negs[k], mask, stack, top)
     loss = 0.0
@@ -384,11 +404,11 @@ def learn_click(
         # Pool negatives were kept and marked above; per-pair draws (no pool) are done here.
         first = 1 if pool > 0 else m
         if track:  # the test first: a call with ten arrays costs more than the check
-            if slot[a] < 0:
-                keep_base(a, w_in, w_out, counts, slot, b_rows, b_in, b_out, b_counts, b_top)
+            if slot[a] < 0 or b_in_at[slot[a]] < 0:
+                keep_input(a, w_in, w_out, counts, slot, b_rows, b_out, b_counts, b_in_at, b_in, b_top)
             for k in range(first):
                 if slot[rows[k]] < 0:
-                    keep_base(rows[k], w_in, w_out, counts, slot, b_rows, b_in, b_out, b_counts, b_top)
+                    keep_base(rows[k], w_out, counts, slot, b_rows, b_out, b_counts, b_in_at, b_top)
         pair_step(w_in, w_out, a, rows[:m], lr, grad, scores)
         if i < n_fresh:
             loss += pair_loss(scores, m)
@@ -403,8 +423,9 @@ def learn_clicks(
     dist: np.ndarray, n_fresh: np.ndarray, params: np.ndarray, ring_in: np.ndarray, ring_tg: np.ndarray,
     ring_sc: np.ndarray, ring_state: np.ndarray, replay_pairs: int, n_neg: int, pool: int,
     cum: np.ndarray, guide: np.ndarray, n_build: int, rng: np.ndarray, mask: np.ndarray,
-    stack: np.ndarray, top: np.ndarray, slot: np.ndarray, b_rows: np.ndarray, b_in: np.ndarray,
-    b_out: np.ndarray, b_counts: np.ndarray, b_top: np.ndarray, losses: np.ndarray, pairs: np.ndarray,
+    stack: np.ndarray, top: np.ndarray, slot: np.ndarray, b_rows: np.ndarray, b_out: np.ndarray,
+    b_counts: np.ndarray, b_in_at: np.ndarray, b_in: np.ndarray, b_top: np.ndarray, losses: np.ndarray,
+    pairs: np.ndarray,
 ) -> None:
     """``learn_click`` for each click ``i`` in turn (target ``targets[i]``, earlier items
     ``ctx[i, :n_fresh[i]]`` at ``dist[i]``), writing its loss to ``losses[i]`` and its pair
@@ -422,37 +443,41 @@ def learn_clicks(
         losses[i], pairs[i] = learn_click(
             w_in, w_out, counts, targets[i], ctx[i], dist[i], n_fresh[i], params, ring_in, ring_tg,
             ring_sc, ring_state, replay_pairs, n_neg, pool, cum, guide, n_build, rng, mask, stack,
-            top, slot, b_rows, b_in, b_out, b_counts, b_top, p_in, p_tg, p_sc, negs, rows, grad, scores)
+            top, slot, b_rows, b_out, b_counts, b_in_at, b_in, b_top, p_in, p_tg, p_sc, negs, rows, grad,
+            scores)
 
 
 @_compiled()
-def share_pass(b_rows: np.ndarray, b_in: np.ndarray, b_out: np.ndarray, b_counts: np.ndarray,
-               held: np.ndarray, slot: np.ndarray, lo: int, hi: int, w_in: np.ndarray,
+def share_pass(b_rows: np.ndarray, b_out: np.ndarray, b_counts: np.ndarray, b_in_at: np.ndarray,
+               b_in: np.ndarray, held: np.ndarray, slot: np.ndarray, lo: int, hi: int, w_in: np.ndarray,
                w_out: np.ndarray, counts: np.ndarray, min_drift: float, max_wait: int,
                rows: np.ndarray, d_in: np.ndarray, d_out: np.ndarray, d_counts: np.ndarray) -> int:
     """``ItemVectors.share`` over the base's slots ``lo`` to ``hi``, in one pass: each live
     slot's change (tables minus base, float32 as numpy subtracts) goes to the next free
     place of ``rows``/``d_in``/``d_out``/``d_counts`` when it is to be sent: it moved by
     more than ``min_drift`` of its base's size (both tables, relative L2; ``min_drift``
-    <= 0: always), its count moved, or it has waited ``max_wait`` shares (> 0). A sent
-    slot is freed (its row -1 in ``b_rows`` and ``slot``: the tables are its base again);
-    one kept back counts one more wait in ``held``. Returns how many were sent. numpy's
-    version gathered, subtracted and reduced every slot's rows in separate passes: 93-134
-    ms a share at 1M items, where 50k-123k rows change each second."""
-    dim = b_in.shape[1]
+    <= 0: always), its count moved, or it has waited ``max_wait`` shares (> 0). A slot
+    without an input base (``b_in_at`` -1) has the input vector it was kept with: its
+    change there is zero. A sent slot is freed (its row -1 in ``b_rows`` and ``slot``: the
+    tables are its base again); one kept back counts one more wait in ``held``. Returns how
+    many were sent. numpy's version gathered, subtracted and reduced every slot's rows in
+    separate passes: 93-134 ms a share at 1M items, where 50k-123k rows change each second."""
+    dim = b_out.shape[1]
     m = 0
     for i in range(lo, hi):
         r = b_rows[i]
         if r < 0:  # freed earlier in this pass
             continue
+        k = b_in_at[i]
         moved = 0.0
         size = 0.0
         for j in range(dim):
-            a = w_in[r, j] - b_in[i, j]
+            base_in = b_in[k, j] if k >= 0 else w_in[r, j]
+            a = w_in[r, j] - base_in
             c = w_out[r, j] - b_out[i, j]
             d_in[m, j] = a
             d_out[m, j] = c
-            x, y = np.float64(b_in[i, j]), np.float64(b_out[i, j])
+            x, y = np.float64(base_in), np.float64(b_out[i, j])
             moved += np.float64(a) * np.float64(a) + np.float64(c) * np.float64(c)
             size += x * x + y * y
         dc = counts[r] - b_counts[i]

@@ -248,6 +248,24 @@ def test_the_shared_base_holds_only_the_rows_changed_since_the_last_share() -> N
     assert 0 < vec._base.n <= 3 * vec._base_room
 
 
+def test_only_rows_whose_input_vector_moved_keep_a_copy_of_it() -> None:
+    """Negatives change only output vectors: their slots hold no copy of the input side,
+    and the rows a click's pairs learn from hold theirs as it was before the click."""
+    vec = ItemVectors(CFG)
+    for s in sessions(8, 300, items=2000):
+        learn(vec, s)
+    vec.share()
+    before_in = vec.w_in[: len(vec)].copy()
+    learn(vec, vec.vocab.ids[:4])
+    base = vec._base
+    rows, places = base.rows[: base.n], base.in_at[: base.n]
+    has = places >= 0
+    moved_in = np.flatnonzero((vec.w_in[: len(vec)] != before_in).any(axis=1))
+    assert set(rows[has].tolist()) == set(moved_in.tolist())
+    assert 0 < has.sum() < len(rows) / 2 and base.top[1] == has.sum()
+    np.testing.assert_array_equal(base.w_in[places[has]], before_in[rows[has]])
+
+
 def test_a_snapshot_with_full_shared_tables_still_restores() -> None:
     """Snapshots written before the base was kept per row carry whole shared tables."""
     a = ItemVectors(CFG)
