@@ -629,6 +629,13 @@ class ItemVectors:
         """Whether a share in parts has begun a pass it has not ended."""
         return self._base.cursor > 0
 
+    @property
+    def unshared(self) -> int:
+        """Rows with a change this copy has not shared yet, held-back ones included (an
+        upper bound while a share in parts is under way: the rows it sent are counted until
+        it ends). What the base keeps for them is what sharing costs in memory."""
+        return self._base.n
+
     def merge(self, delta: VectorDelta) -> IntArray:
         """Add another copy's learning (``share``'s output) to this one; returns its rows.
 

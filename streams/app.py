@@ -178,6 +178,8 @@ async def recommend_next(stream: Any) -> None:
                           arrival_time(e.message)) for e in events if current(e.message)]
         if batch:
             await publish(handler.handle_many(sessions, batch))
+        if sharing.enabled and engine.model.share_due(settings.share_max_rows):
+            publish_deltas()  # one part a batch, as the timer's pass takes its turns
 
 
 @app.timer(settings.sweep_interval_s)
@@ -224,11 +226,17 @@ async def share_model() -> None:
         return
     sharing.merge_into(engine.model)
     while True:  # in parts, each followed by a turn for the clicks (``share_part_rows``)
-        for value in sharing.publish(engine.model):
-            model_deltas_topic.send_soon(key=sharing.worker.encode(), value=value)
+        publish_deltas()
         if not engine.model.sharing:
             return
         await asyncio.sleep(0)
+
+
+def publish_deltas() -> None:
+    """One part of what this worker learned, sent on the deltas topic. Called by the timer
+    and, when ``share_max_rows`` rows wait, by the agent between batches."""
+    for value in sharing.publish(engine.model):
+        model_deltas_topic.send_soon(key=sharing.worker.encode(), value=value)
 
 
 @app.timer(settings.snapshot_interval_s or 3600.0)

@@ -109,10 +109,10 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
     taken to its last recommendation (what a click waits once its batch is formed).
 
     A model that shares (``share_interval_s`` > 0, the worker's default) hands out its
-    delta every ``share_interval_s`` as the worker does, in parts of ``share_part_rows``
-    between batches (the delta dropped), so that what the shared base holds is what a
-    worker's holds. A part's time counts in the next batch's latency, whose clicks wait for
-    it in the worker."""
+    delta every ``share_interval_s`` (or sooner, once ``share_max_rows`` rows wait) as the
+    worker does, in parts of ``share_part_rows`` between batches (the delta dropped), so that
+    what the shared base holds is what a worker's holds. A part's time counts in the next
+    batch's latency, whose clicks wait for it in the worker."""
     cfg = settings.session_config()
     model = Recommender(settings.recommender_config())
     if preload_items:
@@ -131,6 +131,7 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
     perf = time.perf_counter
     t_start, cpu_start = perf(), time.process_time()
     last_share, owed = t_start, 0.0
+    base_peak = 0
     for bi, lo in enumerate(range(0, n, batch)):
         t0 = perf()
         sessions: list[list[str]] = []
@@ -161,7 +162,9 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
         per_batch[bi] = t5 - t0 + owed
         stale[bi] = watch.observe(model, t5)
         owed = 0.0
-        if shares and (model.sharing or t5 - last_share >= settings.share_interval_s):
+        base_peak = max(base_peak, model.vectors.unshared)
+        due = model.share_due(settings.share_max_rows) or t5 - last_share >= settings.share_interval_s
+        if shares and due:
             if not model.sharing:
                 last_share = t5
             model.share(settings.share_min_drift, settings.share_max_wait, settings.share_part_rows)
@@ -191,7 +194,8 @@ def run_core(stream: list[BenchClick], settings: Settings, k: int = 20,
         "recommend_us_per_click": round(rec_t / n * 1e6, 2),
         "index_refresh_us_per_click": round(refresh_t / n * 1e6, 2),
         "share_us_per_click": round(share_t / n * 1e6, 2),
-        "shared_base_rows": model.vectors._base.n,
+        "shared_base_rows": model.vectors.unshared,
+        "shared_base_peak_rows": base_peak,
         "p50_ms": round(float(np.percentile(per_batch, 50)) * 1e3, 4),
         "p99_ms": round(float(np.percentile(per_batch, 99)) * 1e3, 4),
         # The age of the oldest vector change not yet written to the index, after each batch:

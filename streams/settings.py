@@ -95,6 +95,11 @@ class Settings:
     share_max_wait_s: float = 60.0
     """A vector held back by ``share_min_drift`` goes out after this long anyway (0: never),
     which bounds what a worker keeps to compute its deltas."""
+    share_max_rows: int = 65536
+    """A share also begins when this many changed rows wait for one (0: only on the
+    interval). It bounds what a worker keeps to compute its deltas, about ``dim * 4 + 32``
+    bytes a row (at dim 64, 65,536 rows: 19 MiB), however fast and however widely it learns;
+    under it, shares keep to the interval."""
     share_part_rows: int = 4096
     """A share looks at this many changed rows at a time, and the clicks waiting get their
     turn between parts (0: all at once). At 1M items a whole share held the event loop

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from streams.bench import load_stream, run_core
 from streams.cli import main
+from streams.settings import Settings
 
 CORE_FIELDS = ("clicks_per_s", "learn_us_per_click", "recommend_us_per_click",
                "index_refresh_us_per_click", "p50_ms", "p99_ms", "peak_rss_mb", "bytes_per_item",
@@ -77,6 +80,20 @@ for batch in (1, 8):
     run_core(stream, replace(settings, share_interval_s=0.01), batch=batch)
 print(json.dumps({"before": before, "after": compiled()}))
 """
+
+
+def test_the_rows_waiting_to_be_shared_stay_bounded_between_shares() -> None:
+    """With an interval the run never reaches, only ``share_max_rows`` starts shares: the
+    rows kept for them stay under the bound plus what a few batches add (a part of 1,000
+    rows ends a pass within two batches), where without it they pile up."""
+    settings = replace(Settings.from_env(dim=16, seed=0), share_interval_s=3600.0, share_min_drift=0.0)
+    stream = load_stream(None, 3000, 50_000, 0)
+    free = run_core(stream, replace(settings, share_max_rows=0), preload_items=50_000, batch=8)
+    bounded = run_core(stream, replace(settings, share_max_rows=500, share_part_rows=1000),
+                       preload_items=50_000, batch=8)
+    most = 500 + 3 * 8 * bounded["_model"].vectors._base_room
+    assert 500 <= bounded["shared_base_peak_rows"] <= most
+    assert free["shared_base_peak_rows"] > 3 * most  # the bound had work to do
 
 
 def test_warm_up_compiles_every_kernel_the_timed_loop_calls() -> None:

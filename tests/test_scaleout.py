@@ -88,6 +88,21 @@ def test_a_newcomer_gets_the_model_and_both_learn_one_model(stack: LocalStack) -
         stack.stop_worker(w)
 
 
+def test_a_worker_shares_before_the_interval_once_enough_rows_wait(stack: LocalStack) -> None:
+    """An interval the test never reaches: deltas go out only because changed rows piled
+    up past ``SESSIONREC_SHARE_MAX_ROWS`` (the agent's trigger, not the timer's)."""
+    producer = make_producer(stack.address)
+    w = stack.start_worker("early", extra_env={"SESSIONREC_SHARE_INTERVAL_S": "3600",
+                                               "SESSIONREC_SHARE_MAX_ROWS": "20"})
+    w.wait_ready(180)
+    published = 'sessionrec_model_delta_items_total{direction="published"}'
+    assert w.metric(published) == 0
+    send_and_answer(stack, producer, clicks("e", 30, 4, [f"e{i}" for i in range(40)], time.time() - 3600))
+    wait_for(lambda: w.metric(published) >= 20, 30, "deltas before the interval")
+    producer.close()
+    stack.stop_worker(w)
+
+
 def test_a_sigkill_mid_stream_loses_no_click_and_no_session(stack: LocalStack) -> None:
     """Two workers; one is killed without warning mid-stream and restarted on its state
     directory. A consumer that drops repeated event ids sees every click answered once;

@@ -266,6 +266,20 @@ def test_only_rows_whose_input_vector_moved_keep_a_copy_of_it() -> None:
     np.testing.assert_array_equal(base.w_in[places[has]], before_in[rows[has]])
 
 
+def test_a_share_is_due_once_enough_rows_wait_and_until_its_pass_ends() -> None:
+    model = Recommender(RecommenderConfig(item2vec=CFG))
+    for s in sessions(14, 200, items=400):
+        learn(model, s)
+    waiting = model.vectors.unshared
+    assert waiting > 50
+    assert model.share_due(waiting) and not model.share_due(waiting + 1) and not model.share_due(0)
+    model.share(limit=10)  # a pass in parts begun: due until it ends, whatever the bound
+    assert model.sharing and model.share_due(0)
+    while model.sharing:
+        model.share(limit=10)
+    assert model.vectors.unshared == 0 and not model.share_due(1)
+
+
 def test_a_snapshot_with_full_shared_tables_still_restores() -> None:
     """Snapshots written before the base was kept per row carry whole shared tables."""
     a = ItemVectors(CFG)
