@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models import kernels
-from models.sgns import FloatArray, IntArray
+from models.sgns import FloatArray, IntArray, RowArray
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ class UnigramSampler:
         self.power = power
         self.rebuild_min = rebuild_min
         self._cum: npt.NDArray[np.float64] = np.zeros(0)
-        self._guide: IntArray = np.zeros(1, dtype=np.int64)
+        self._guide: RowArray = np.zeros(1, dtype=np.int32)
         self._since = 0
         self._n_at_build = 0
 
@@ -261,7 +261,7 @@ class SharedBase:
     def __init__(self, dim: int, rows: int, enabled: bool) -> None:
         self.tracking = enabled
         self.cap = self.in_cap = 1024 if enabled else 0
-        self.slot = np.full(rows if enabled else 0, -1, dtype=np.int64)
+        self.slot: RowArray = np.full(rows if enabled else 0, -1, dtype=np.int32)
         self.rows = np.zeros(self.cap, dtype=np.int64)
         self.w_out: FloatArray = np.zeros((self.cap, dim), dtype=np.float32)
         self.counts = np.zeros(self.cap, dtype=np.float64)
@@ -287,7 +287,7 @@ class SharedBase:
     def grow_rows(self, rows: int) -> None:
         """The tables grew to ``rows`` rows (new rows are unchanged)."""
         if self.tracking and rows > len(self.slot):
-            self.slot = np.concatenate([self.slot, np.full(rows - len(self.slot), -1, dtype=np.int64)])
+            self.slot = np.concatenate([self.slot, np.full(rows - len(self.slot), -1, dtype=np.int32)])
             self.arrays = self._arrays()
 
     def reserve(self, extra: int) -> None:
@@ -384,7 +384,7 @@ class SharedBase:
         base_in[has] = self.w_in[places[has]]
         return rows, base_in, self.w_out[: self.n][live], self.counts[: self.n][live]
 
-    def _arrays(self) -> tuple[IntArray, IntArray, FloatArray, npt.NDArray[np.float64], IntArray, FloatArray,
+    def _arrays(self) -> tuple[RowArray, IntArray, FloatArray, npt.NDArray[np.float64], IntArray, FloatArray,
                                IntArray]:
         return self.slot, self.rows, self.w_out, self.counts, self.in_at, self.w_in, self.top
 
@@ -423,7 +423,7 @@ class ItemVectors:
         """Bumped on every change to the tables (the model version published with suggestions)."""
         self.loss_ema = 0.0
         self._dirty_mask = np.zeros(cap, dtype=np.uint8)
-        self._dirty_rows = np.zeros(cap, dtype=np.int64)
+        self._dirty_rows: RowArray = np.zeros(cap, dtype=np.int32)
         self._dirty_top = np.zeros(1, dtype=np.int64)
         self._base = SharedBase(self.config.dim, cap, self.config.shared)
         """``shared``: what the rows changed since the last ``share`` were then."""
@@ -578,7 +578,7 @@ class ItemVectors:
         input vector are left out (the index holds output vectors and counts only). An
         array, not a list: after a restore it holds every row (1M Python ints: 44 MB)."""
         n = int(self._dirty_top[0])
-        rows = np.sort(self._dirty_rows[:n])
+        rows = np.sort(self._dirty_rows[:n]).astype(np.int64)
         self._dirty_mask[rows] = 0
         self._dirty_top[0] = 0
         return rows
@@ -718,7 +718,9 @@ class ItemVectors:
         self.loss_ema = float(state["loss_ema"][0])
         self.rng = np.random.default_rng([self.config.seed, self.version])
         # The negatives table as it was (rebuilt on its own schedule), for an exact continuation.
-        self.sampler._cum, self.sampler._guide = state["sampler_cum"].copy(), state["sampler_guide"].copy()
+        # (A snapshot from before int32 row numbers has an int64 guide.)
+        self.sampler._cum = state["sampler_cum"].copy()
+        self.sampler._guide = state["sampler_guide"].astype(np.int32)
         self.sampler._since, self.sampler._n_at_build = (int(x) for x in state["sampler_meta"])
         self._mark_for_index(np.arange(n))
         if self._base.tracking:

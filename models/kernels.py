@@ -117,7 +117,7 @@ def guide_table(cum: np.ndarray) -> np.ndarray:
     if none). The thresholds ascend, so one merge-like pass finds them all: numpy's
     searchsorted took 260 us for 10k items, most of a rebuild of the negatives table."""
     n = cum.shape[0]
-    out = np.zeros(max(n, 1), dtype=np.int64)
+    out = np.zeros(max(n, 1), dtype=np.int32)
     if n == 0 or cum[n - 1] <= 0.0:
         return out
     step = cum[n - 1] / n

@@ -300,6 +300,23 @@ def test_a_snapshot_restores_the_model_exactly(tmp_path: Path) -> None:
     assert restored.vectors.version == original.vectors.version
 
 
+def test_a_snapshot_with_an_int64_negatives_guide_goes_on_the_same_way() -> None:
+    """Snapshots written before row numbers became int32 hold an int64 guide table: it is
+    read back as int32, and learning goes on exactly as from a new snapshot."""
+    sessions = _stream(5, 300)
+    state = _train(CFG, sessions[:200]).state()
+    assert state["sampler_guide"].dtype == np.int32
+    new = Recommender.restore(dict(state), CFG)
+    old = Recommender.restore({**state, "sampler_guide": state["sampler_guide"].astype(np.int64)}, CFG)
+    assert old.vectors.sampler._guide.dtype == np.int32
+    for model in (new, old):
+        for items in sessions[200:]:
+            for pos, item in enumerate(items):
+                model.learn(item, items[:pos])
+    n = len(new.vectors)
+    np.testing.assert_array_equal(new.vectors.w_out[:n], old.vectors.w_out[:n])
+
+
 def test_a_snapshot_of_another_dimension_is_refused() -> None:
     state = _train(CFG, _stream(6, 20)).state()
     with pytest.raises(ValueError, match="dim"):
