@@ -94,7 +94,8 @@ class Settings:
     """Vectors that moved by less (relative) wait for a later delta, where their change adds up."""
     share_max_wait_s: float = 60.0
     """A vector held back by ``share_min_drift`` goes out after this long anyway (0: never),
-    which bounds what a worker keeps to compute its deltas."""
+    which bounds what a worker keeps to compute its deltas. Counted in shares of
+    ``share_interval_s``: shares ``share_max_rows`` starts early make the wait shorter."""
     share_max_rows: int = 65536
     """A share also begins when this many changed rows wait for one (0: only on the
     interval). It bounds what a worker keeps to compute its deltas, about ``dim * 4 + 32``
