@@ -441,11 +441,9 @@ class ItemVectors:
         return int(self._dirty_top[0])
 
     def _grow(self, need: int) -> None:
-        cap = self.w_in.shape[0]
-        if need <= cap:
+        cap = _doubled(self.w_in.shape[0], need)
+        if cap == self.w_in.shape[0]:
             return
-        while cap < need:
-            cap *= 2
         self.w_in, self.w_out = _grown(self.w_in, cap), _grown(self.w_out, cap)
         self._dirty_mask = _grown(self._dirty_mask, cap)
         self._dirty_rows = _grown(self._dirty_rows, cap)
