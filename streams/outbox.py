@@ -51,12 +51,18 @@ class Outbox:
     def put(self, record: Record) -> None:
         self.pending.append(record)
 
-    async def flush(self) -> None:
-        """Hand every pending record to the producer (not waiting for delivery)."""
+    async def flush(self) -> list[asyncio.Future[Any]]:
+        """Hand every pending record to the producer, not waiting for delivery; returns the
+        producer's futures for it (one per record batch, done once the broker has it).
+
+        Each builder is closed before it is handed over: aiokafka holds an open one for the
+        producer's ``linger_ms`` (to take more records from ``send``), which only delayed
+        every suggestion here, and made the next flush to the same partition wait for it."""
+        sent: list[asyncio.Future[Any]] = []
         async with self._lock:
             records, self.pending = self.pending, []
             if not records:
-                return
+                return sent
             producer = self.producer()
             batches: dict[tuple[str, int], Any] = {}
             for r in records:
@@ -66,8 +72,11 @@ class Outbox:
                     batch = batches[(r.topic, p)] = producer.create_batch()
                 if batch.append(timestamp=None, key=r.key, value=r.value, headers=r.headers or []) is None:
                     # Full: send it, start another (an empty builder always takes one record).
-                    await producer.send_batch(batch, r.topic, partition=p)
+                    batch.close()
+                    sent.append(await producer.send_batch(batch, r.topic, partition=p))
                     batch = batches[(r.topic, p)] = producer.create_batch()
                     batch.append(timestamp=None, key=r.key, value=r.value, headers=r.headers or [])
             for (topic, p), batch in batches.items():
-                await producer.send_batch(batch, topic, partition=p)
+                batch.close()
+                sent.append(await producer.send_batch(batch, topic, partition=p))
+        return sent

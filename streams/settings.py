@@ -65,10 +65,9 @@ class Settings:
     the event loop. With it at 10 ms beside clicks at 10 ms the worker above measured
     57-78 ms at p50 instead of 38."""
     producer_linger_ms: float = 5.0
-    """How long the worker's producer gathers messages into one request (Faust's default is
-    0). Fewer, larger batches: less work per message for the broker (the local broker's
-    in-memory store walks every stored batch of a partition on each fetch). With batches of
-    64 clicks the replay's broker CPU did not change; the price is at most this much latency."""
+    """How long the worker's producer gathers the messages Faust sends itself (the model's
+    deltas) into one request (Faust's default is 0). Suggestions, session writes and
+    dead letters go out as whole batches (``streams.outbox``) and never wait for it."""
     batch_max: int = 64
     """Clicks the worker takes at once: each is learned in turn, then one index query
     answers them all (1: one click at a time)."""

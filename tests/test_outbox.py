@@ -82,3 +82,32 @@ def test_records_arrive_in_order_on_their_partitions(stack: LocalStack) -> None:
             by_part[r.partition].append(i)
         for part, order in by_part.items():  # read in offset order per partition
             assert order == sorted(order), f"{topic}/{part} out of put order"
+
+
+async def delivery_seconds(address: str, topic: str, linger_ms: int) -> list[float]:
+    """Seconds from each of three flushes (one record each, same partition) until the
+    broker has it, through a producer that lingers ``linger_ms``."""
+    producer = AIOKafkaProducer(bootstrap_servers=address, linger_ms=linger_ms)
+    await producer.start()
+    try:
+        await producer.client._wait_on_metadata(topic)
+        outbox = Outbox(lambda: producer, lambda t, k: 0)
+        took = []
+        for i in range(3):
+            t0 = asyncio.get_running_loop().time()
+            outbox.put(Record(topic, b"k", f"m{i}".encode()))
+            await asyncio.wait_for(asyncio.gather(*await outbox.flush()), timeout=30)
+            took.append(asyncio.get_running_loop().time() - t0)
+        return took
+    finally:
+        await producer.stop()
+
+
+def test_a_flush_is_sent_without_the_producers_linger(stack: LocalStack) -> None:
+    # An open batch would sit in aiokafka's accumulator for the whole linger (2 s here) and
+    # the next flush to that partition would wait behind it: 6 s for the three.
+    ensure_topics(stack.settings(clicks_topic="outbox-linger", partitions=1))
+    took = asyncio.run(delivery_seconds(stack.address, "outbox-linger", linger_ms=2000))
+    assert max(took) < 1.0, took
+    assert [r.value for r in read_records(stack.address, "outbox-linger", until=lambda c: c >= 3,
+                                          timeout=60)] == [b"m0", b"m1", b"m2"]
