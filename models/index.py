@@ -38,6 +38,11 @@ on learned item vectors whose norms span 0.7-9.5 (any ef up to 400): the lift co
 crowds most points near one pole. Per band the lift is small and recall was 0.95-0.99
 (``sessionrec bench core``). Bands also have fixed radii, so a growing norm moves a vector
 to another band instead of forcing a rebuild of everything.
+
+A small index has one band (``one_band_below``): while it holds a few thousand vectors, the
+calls a query makes per band (a bound check, a BLAS product, a compiled pass) cost more
+than the products that skipping bands saves, and one array scanned at once answered 1.4-2.4x
+faster. Past that size its vectors are written to their norm bands once.
 """
 
 from __future__ import annotations
@@ -78,6 +83,15 @@ class IndexConfig:
     query asks all of them; measured 1.25 / 1.5 / 2: recall .97 / .95 / .91 at ef 100)."""
     band_floor: float = 1.0
     """``mips``: the first band holds every vector with norm up to this."""
+    one_band_below: int = 8_192
+    """``mips``: while the index would hold at most this many live vectors, all of them are in
+    one array band, scanned whole by every query; the write that would take it past this
+    puts every vector in its norm band (a write of them all, once). Measured on this
+    machine (dim 64, learned vectors of a synthetic stream, answers identical): at 2.7k
+    and 5.2k vectors one scan took 0.41-0.71x the time of the norm bands' 9-10 arrays for
+    batches of 1 to 64 queries; at 11.4k vectors (a preloaded catalogue) it took 0.5x for one
+    query and 1.2-1.35x for 16 to 64. At most ``exact_below``; 0: norm bands from the
+    first vector."""
     exact_below: int = 16_384
     """A band with at most this many elements (live and deleted) has no hnswlib graph: it is
     searched by exact products over its vectors, and written by copying them. Past it the
@@ -512,8 +526,18 @@ class VectorIndex:
         stale = self.select_stale(table, rows, limit)
         return stale, np.ascontiguousarray(table[stale], dtype=np.float32)
 
-    def _band_of(self, vecs: FloatArray) -> IntArray:
-        """Each vector's band: ``b + _SPLIT * s``, with ``b`` its norm band (the smallest with
+    def _band_of(self, vecs: FloatArray, incoming: int | None = None) -> IntArray:
+        """Each vector's band: the one band (``_ONE``) while the index is small enough
+        counting ``incoming`` vectors more (``len(vecs)`` unless given: a write in pieces
+        gives its whole size), else its norm band (``_norm_band_of``)."""
+        limit = self._one_band_limit
+        n = len(vecs) if incoming is None else incoming
+        if limit and all(b == _ONE for b in list(self._graphs)) and len(self) + n <= limit:
+            return np.full(len(vecs), _ONE, dtype=np.int64)
+        return self._norm_band_of(vecs)
+
+    def _norm_band_of(self, vecs: FloatArray) -> IntArray:
+        """Each vector's norm band: ``b + _SPLIT * s``, with ``b`` its norm band (the smallest with
         norm <= floor * ratio**b, which fixes the band's radius) and ``s`` its head band: how
         many steps of ``ratio`` its norm without the last coordinate sits below radius /
         ratio (0 to ``_HEAD_STEPS``). The recommender's keys end in log(1 + clicks), which
@@ -544,7 +568,18 @@ class VectorIndex:
         return head_sq, head_sq + last * last
 
     def _radius(self, band: int) -> float:
+        if band == _ONE:  # no norm bound: ``_asking`` keeps the head bound, which holds
+            return _ONE_RADIUS
         return self.config.band_floor * self.config.band_ratio ** (band % _SPLIT)
+
+    @property
+    def _one_band_limit(self) -> int:
+        """``one_band_below`` as it applies: only to ``mips`` with array bands, and never
+        past ``exact_below`` (the one band is always an array)."""
+        c = self.config
+        if c.space != "mips" or c.exact_below <= 0:
+            return 0
+        return max(0, min(c.one_band_below, c.exact_below))
 
     @property
     def _adaptive(self) -> bool:
@@ -620,6 +655,7 @@ class VectorIndex:
                 # Python's lock is not fair: a writer that takes it again at once can keep a
                 # woken query waiting for the whole write (seen in CI). Let the query run.
                 time.sleep(0)
+        self._leave_one_band()
         for b in sorted(touched):
             g = self._graphs.get(b)
             if g is not None and self._outgrown(g):
@@ -628,6 +664,24 @@ class VectorIndex:
         self.last_refresh_s = time.perf_counter() - t0
         self.last_refresh_at = time.time()
         return int(rows.size)
+
+    def _leave_one_band(self) -> None:
+        """Once a write has put vectors in norm bands (or the index outgrew the limit), the
+        one band's vectors are written to theirs: every vector then has its norm band, and
+        the emptied band goes at its compaction (``_rebuild``). A query between two chunks
+        of this finds each vector in one band or the other, never both or neither."""
+        one = self._graphs.get(_ONE)
+        if one is None or not one.live:
+            return
+        if len(self._graphs) == 1 and one.live <= self._one_band_limit:
+            return
+        rows = one.row_of_label[: one.next_label]
+        rows = np.sort(rows[rows >= 0])
+        band = np.concatenate([self._norm_band_of(self._indexed[rows[part]])
+                               for part in self._pieces(rows.size)])
+        self._write(rows, lambda part: self._indexed[rows[part]], band)
+        with self._lock:  # (its compaction in that write may have dropped it already)
+            self._graphs.pop(_ONE, None)
 
     def _pieces(self, size: int) -> list[slice]:
         """``range(size)`` in slices of ``bulk_piece`` (a bulk operation's unit)."""
@@ -699,7 +753,7 @@ class VectorIndex:
         # only once queries show they need it). Counted, a 9k band asked by 38% of queries
         # still took a graph early on, when its writes had not begun.
         g_old = self._graphs[band]
-        small = (1 if self._adaptive else 2) * len(rows) <= self.config.exact_below
+        small = (1 if self._adaptive else 2) * len(rows) <= self.config.exact_below or band == _ONE
         pays = self._array_pays(g_old)
         exact = small or ((self._adaptive and g_old.exact) if pays is None else pays)
         room = _room(len(rows))
@@ -735,7 +789,8 @@ class VectorIndex:
             # parts, ``Recommender.refresh_spread``, took 4x longer in 64-row chunks).
             vecs = np.ascontiguousarray(table[stale], dtype=np.float32)
             return self._write(stale, lambda part: vecs[part], self._band_of(vecs), chunk=stale.size)
-        band = np.concatenate([self._band_of(table[stale[part]]) for part in self._pieces(stale.size)])
+        band = np.concatenate([self._band_of(table[stale[part]], stale.size)
+                               for part in self._pieces(stale.size)])
         return self._write(stale, lambda part: np.ascontiguousarray(table[stale[part]], dtype=np.float32),
                            band)
 
@@ -783,10 +838,13 @@ class VectorIndex:
         margin = g.norm_max * 4.0 * d * 2.0**-24
         q_ask = q[:, :d] if ask.size == len(q) else q[ask, :d]
         step = _SCREEN_PIECE
-        scores = np.empty((ask.size, min(step, n)), dtype=np.float32)
+        # Each piece's scores C-contiguous, the last, shorter one too: one memory layout,
+        # so one compiled version of the pass for every band (``warm_up`` loads it).
+        scores = np.empty(ask.size * min(step, n), dtype=np.float32)
         for lo in range(0, n, step):
             hi = min(lo + step, n)
-            part = np.matmul(q_ask, g.vecs[lo:hi].T, out=scores[:, : hi - lo])
+            out = scores[: ask.size * (hi - lo)].reshape(ask.size, hi - lo)
+            part = np.matmul(q_ask, g.vecs[lo:hi].T, out=out)
             topk.offer_screened(part, g.vecs[lo:hi], g.row_of_label[lo:hi], q, ask, qn, margin, hd, hr, hn)
 
     def query_many(
@@ -881,6 +939,10 @@ class VectorIndex:
 
 _SPLIT = 1 << 32
 """Band keys: ``norm band + _SPLIT * head band`` (``VectorIndex._band_of``)."""
+_ONE = -1
+"""The key of the one band a small index keeps (``IndexConfig.one_band_below``)."""
+_ONE_RADIUS = float(np.finfo(np.float32).max)
+"""The one band's radius: no norm bound (finite, so that a zero query's bound is not NaN)."""
 _HEAD_STEPS = 6
 """Head bands below the norm band's radius / ratio: 7 in all (at ratio 1.5, down to 1/17 of it)."""
 

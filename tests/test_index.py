@@ -252,14 +252,15 @@ def test_an_exact_band_screened_by_blas_keeps_what_the_compiled_product_ranks(se
         np.testing.assert_array_equal(dist, hd[b])
 
 
-@pytest.mark.parametrize("exact_below", [0, 300, 10_000])
-def test_a_batch_of_queries_gets_what_each_query_gets_alone(exact_below: int) -> None:
+@pytest.mark.parametrize(("exact_below", "one_band_below"), [(0, 0), (300, 0), (10_000, 0), (10_000, 8192)])
+def test_a_batch_of_queries_gets_what_each_query_gets_alone(exact_below: int, one_band_below: int) -> None:
     """``query_many`` asks each band once for all queries; row by row it must answer what
-    ``query`` does (graphs only, small bands searched exactly, and a mix)."""
+    ``query`` does (graphs only, a mix, small bands searched exactly, and one band)."""
     rng = np.random.default_rng(5)
     dim, n = 12, 3000
     table = rng.normal(size=(n, dim)).astype(np.float32) * rng.uniform(0.3, 4.0, (n, 1)).astype(np.float32)
-    index = VectorIndex(dim, IndexConfig(exact_below=exact_below, initial_capacity=64))
+    index = VectorIndex(dim, IndexConfig(exact_below=exact_below, initial_capacity=64,
+                                         one_band_below=one_band_below))
     index.refresh(table, np.arange(n))
     table[:700] *= 1.3  # moved: re-written, the old elements deleted
     index.refresh(table, np.arange(700))
@@ -284,7 +285,8 @@ def test_a_small_band_has_no_graph_until_it_outgrows_exact_search() -> None:
     rng = np.random.default_rng(7)
     dim = 12
     # Size alone decides here (scan_per_insert 0): the counts' say is tested further down.
-    config = IndexConfig(exact_below=600, drift_tol=0.0, band_floor=1.0, band_ratio=4.0, scan_per_insert=0.0)
+    config = IndexConfig(exact_below=600, drift_tol=0.0, band_floor=1.0, band_ratio=4.0, scan_per_insert=0.0,
+                         one_band_below=0)  # norm bands from the first vector
     index = VectorIndex(dim, config)
     direction = rng.normal(size=(1500, dim))
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
@@ -343,7 +345,7 @@ def test_bands_that_cannot_beat_a_full_heap_are_skipped_without_changing_answers
     decoy = (0.83 * unit(best) + np.sqrt(1 - 0.83**2) * side) * np.float32(6.0)  # band 5
     background = unit(rng.normal(size=(n, dim))) * np.exp(rng.uniform(np.log(0.2), np.log(5.0), (n, 1)))
     table = np.concatenate([best, decoy, background]).astype(np.float32)
-    index = VectorIndex(dim, IndexConfig(exact_below=exact_below, initial_capacity=64))
+    index = VectorIndex(dim, IndexConfig(exact_below=exact_below, initial_capacity=64, one_band_below=0))
     index.refresh(table, np.arange(len(table)))
     queries = np.concatenate([best, rng.normal(size=(30, dim)).astype(np.float32)])
     for k in (1, 20, 100):
@@ -376,7 +378,7 @@ def test_short_vectors_behind_a_shared_last_coordinate_get_a_band_that_is_skippe
     heads *= rng.choice([0.2, 0.7], n)[:, None] / np.linalg.norm(heads, axis=1, keepdims=True)
     table = np.concatenate([heads, np.full((n, 1), np.log1p(1.0))], axis=1).astype(np.float32)
     assert np.linalg.norm(table, axis=1).max() <= 1.0  # one norm band for all
-    index = VectorIndex(head_dim + 1, IndexConfig(exact_below=10_000))
+    index = VectorIndex(head_dim + 1, IndexConfig(exact_below=10_000, one_band_below=0))
     index.refresh(table, np.arange(n))
     assert index.bands == 2
     long_rows = np.flatnonzero(np.linalg.norm(heads, axis=1) > 0.5)
@@ -407,7 +409,8 @@ def test_a_big_band_keeps_a_graph_only_while_its_queries_would_cost_more_than_it
     low *= 0.8 / np.linalg.norm(low, axis=1, keepdims=True)  # band 0, heads past its first head band
     table = np.concatenate([high, low])
     low_rows = np.arange(n_high, n_high + n_low)
-    config = IndexConfig(exact_below=256, scan_per_insert=100.0, drift_tol=0.05, initial_capacity=64)
+    config = IndexConfig(exact_below=256, scan_per_insert=100.0, drift_tol=0.05, initial_capacity=64,
+                         one_band_below=0)
     bands = {}
     for queries_reach_low in (True, False):
         t = table.copy()
@@ -475,7 +478,8 @@ def test_an_array_band_is_compacted_before_it_is_ever_copied_to_grow() -> None:
     dim, n = 16, 5000
     table = rng.normal(size=(n, dim)).astype(np.float32)
     table *= 0.8 / np.linalg.norm(table, axis=1, keepdims=True)  # one band
-    index = VectorIndex(dim, IndexConfig(exact_below=100_000, bulk_rows=1000, drift_tol=0.0))
+    index = VectorIndex(dim, IndexConfig(exact_below=100_000, bulk_rows=1000, drift_tol=0.0,
+                                         one_band_below=0))
     index.refresh(table, np.arange(n))
     band = index._graphs[0]
     array, before = band.vecs, index.nbytes()
@@ -617,7 +621,7 @@ def test_a_tie_at_a_bands_bound_is_kept(monkeypatch: pytest.MonkeyPatch) -> None
     at_bound = np.concatenate([0.5 * u, np.full((n, 1), 3.0)], axis=1)  # 0.5 + 3 = 3.5
     first = np.concatenate([1.6 * u, np.full((n, 1), 1.9)], axis=1)  # 1.6 + 1.9 = 3.5
     table = np.concatenate([at_bound, first]).astype(np.float32)  # rows: ties go to at_bound
-    index = VectorIndex(head_dim + 1, IndexConfig(exact_below=10_000))
+    index = VectorIndex(head_dim + 1, IndexConfig(exact_below=10_000, one_band_below=0))
     index.refresh(table, np.arange(2 * n))
     assert index.bands == 2
     queries = np.concatenate([u, np.ones((n, 1))], axis=1).astype(np.float32)
@@ -627,3 +631,76 @@ def test_a_tie_at_a_bands_bound_is_kept(monkeypatch: pytest.MonkeyPatch) -> None
         every = index.query_many(queries, 1)
     assert {int(rows[0]) < n for rows, _ in every} == {True, False}  # both kinds win somewhere
     assert [rows.tolist() for rows, _ in pruned] == [rows.tolist() for rows, _ in every]
+
+
+def _spread_table(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """Vectors whose norms span several norm bands (0.2 to 6), as learned ones do."""
+    v = rng.normal(size=(n, dim)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return (v * rng.uniform(0.2, 6.0, size=(n, 1))).astype(np.float32)
+
+
+def _assert_exact(index: VectorIndex, table: np.ndarray, queries: np.ndarray, k: int) -> None:
+    rows, dist, n = index.query_batch(queries, k)
+    for b, q in enumerate(queries):
+        want, want_dist = exact_top_k(table, q, k)
+        assert rows[b, : n[b]].tolist() == want.tolist()
+        assert np.allclose(dist[b, : n[b]], want_dist, atol=1e-4)
+
+
+def test_a_small_index_keeps_one_band_then_moves_to_norm_bands_as_it_grows() -> None:
+    """Below ``one_band_below`` every vector is in one array (norms from 0.2 to 6 would fill
+    several norm bands); the write that takes the index past it moves them all to their norm
+    bands, each vector once, and the answers stay the exact top k throughout."""
+    rng = np.random.default_rng(11)
+    dim, k = 16, 30
+    table = _spread_table(rng, 1200, dim)
+    queries = rng.normal(size=(8, dim)).astype(np.float32)
+    index = VectorIndex(dim, IndexConfig(one_band_below=1000, drift_tol=0.0))
+    index.refresh(table, np.arange(600))
+    table[:100] *= np.float32(1.5)  # rewritten: old elements deleted in the one band
+    index.refresh(table, np.arange(100))
+    assert index.bands == 1 and len(index) == 600
+    _assert_exact(index, table[:600], queries, k)
+
+    index.refresh(table, np.arange(600, 1200))  # past the limit
+    norm_bands = VectorIndex(dim, IndexConfig(one_band_below=0, drift_tol=0.0))
+    norm_bands.refresh(table, np.arange(1200))
+    assert index.bands == norm_bands.bands > 1
+    assert len(index) == 1200 and -1 not in index._graphs
+    labels = index._label[:1200]
+    for b, g in index._graphs.items():  # each row's label points at its own row, once
+        mine = np.flatnonzero(index._band[:1200] == b)
+        assert (g.row_of_label[labels[mine]] == mine).all()
+    _assert_exact(index, table, queries, k)
+
+
+def test_a_write_in_pieces_past_the_limit_goes_straight_to_norm_bands() -> None:
+    """A write is judged by its whole size, not by its pieces (a restore reads its table in
+    ``bulk_piece`` rows): the last small piece of a large write must not open a one band."""
+    rng = np.random.default_rng(12)
+    dim = 8
+    table = _spread_table(rng, 2100, dim)
+    index = VectorIndex(dim, IndexConfig(one_band_below=1000, bulk_piece=1000, drift_tol=0.0))
+    index.refresh(table, np.arange(2100))
+    assert -1 not in index._graphs and index.bands > 1 and len(index) == 2100
+    assert index.inserts == 2100  # no vector written twice (into the one band, then out)
+    _assert_exact(index, table, rng.normal(size=(4, dim)).astype(np.float32), 10)
+
+
+def test_the_one_band_survives_a_snapshot() -> None:
+    rng = np.random.default_rng(13)
+    dim = 8
+    table = _spread_table(rng, 500, dim)
+    config = IndexConfig(one_band_below=1000, drift_tol=0.0)
+    index = VectorIndex(dim, config)
+    index.refresh(table, np.arange(500))
+    back = VectorIndex.restore(dim, config, index.state())
+    assert back is not None and back.bands == 1
+    queries = rng.normal(size=(5, dim)).astype(np.float32)
+    _assert_exact(back, table, queries, 10)
+    table2 = _spread_table(rng, 1500, dim)
+    table2[:500] = table
+    back.refresh(table2, np.arange(500, 1500))  # and it still leaves the one band when it grows
+    assert back.bands > 1 and -1 not in back._graphs
+    _assert_exact(back, table2, queries, 10)
