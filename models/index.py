@@ -89,9 +89,10 @@ class IndexConfig:
     puts every vector in its norm band (a write of them all, once). Measured on this
     machine (dim 64, learned vectors of a synthetic stream, answers identical): at 2.7k
     and 5.2k vectors one scan took 0.41-0.71x the time of the norm bands' 9-10 arrays for
-    batches of 1 to 64 queries; at 11.4k vectors (a preloaded catalogue) it took 0.5x for one
-    query and 1.2-1.35x for 16 to 64. At most ``exact_below``; 0: norm bands from the
-    first vector."""
+    batches of 1 to 64 queries; at 11.4k vectors of a preloaded catalogue (small random
+    vectors, which the norm bands prune well) 0.5x for one query but 1.16-1.35x for 16 to
+    64, and at 7.8k learned ones about the same time. At most ``exact_below``; 0: norm bands
+    from the first vector."""
     exact_below: int = 16_384
     """A band with at most this many elements (live and deleted) has no hnswlib graph: it is
     searched by exact products over its vectors, and written by copying them. Past it the
@@ -667,9 +668,10 @@ class VectorIndex:
 
     def _leave_one_band(self) -> None:
         """Once a write has put vectors in norm bands (or the index outgrew the limit), the
-        one band's vectors are written to theirs: every vector then has its norm band, and
-        the emptied band goes at its compaction (``_rebuild``). A query between two chunks
-        of this finds each vector in one band or the other, never both or neither."""
+        one band's vectors are written to theirs and the emptied band is dropped: every
+        vector then has its norm band. A query between two chunks of this write finds each
+        vector in one band or the other, never both or neither (a chunk deletes and adds
+        under one hold of the lock)."""
         one = self._graphs.get(_ONE)
         if one is None or not one.live:
             return
