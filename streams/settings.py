@@ -145,6 +145,7 @@ class Settings:
     index_band_floor: float = 1.0
     index_exact_below: int = 16_384
     index_one_band_below: int = 8_192
+    index_one_band_scan: float = 0.9
     index_scan_per_insert: float = 10_000.0
     index_compact_ratio: float = 1.0
     blas_threads: int = 1
@@ -267,6 +268,7 @@ class Settings:
                 band_floor=self.index_band_floor,
                 exact_below=self.index_exact_below,
                 one_band_below=self.index_one_band_below,
+                one_band_scan=self.index_one_band_scan,
                 scan_per_insert=self.index_scan_per_insert,
                 compact_ratio=self.index_compact_ratio,
                 drift_tol=self.index_drift_tol,

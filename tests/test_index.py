@@ -704,3 +704,49 @@ def test_the_one_band_survives_a_snapshot() -> None:
     back.refresh(table2, np.arange(500, 1500))  # and it still leaves the one band when it grows
     assert back.bands > 1 and -1 not in back._graphs
     _assert_exact(back, table2, queries, 10)
+
+
+def _ask(index: VectorIndex, rng: np.random.Generator, dim: int, k: int, batches: int = 20) -> None:
+    for _ in range(batches):
+        index.query_batch(rng.normal(size=(16, dim)).astype(np.float32), k)
+
+
+def test_norm_bands_that_scan_everything_are_merged_into_one_until_exact_below() -> None:
+    """Queries for more answers than there are vectors never fill a heap, so every band is
+    asked for every query: the bands prune nothing, and the next write merges them into one
+    band, which holds until the index passes ``exact_below``; the answers stay exact."""
+    rng = np.random.default_rng(21)
+    dim = 8
+    table = _spread_table(rng, 1300, dim)
+    index = VectorIndex(dim, IndexConfig(one_band_below=0, exact_below=1000, drift_tol=0.0))
+    index.refresh(table, np.arange(600))
+    bands = index.bands
+    assert bands > 1
+    _ask(index, rng, dim, k=700)
+    index.refresh(table, np.arange(600, 700))
+    assert index.bands == 1 and -1 in index._graphs and len(index) == 700
+    assert len(index._graphs) == 1  # the emptied bands are gone
+    _assert_exact(index, table[:700], rng.normal(size=(4, dim)).astype(np.float32), 50)
+    back = VectorIndex.restore(dim, index.config, index.state())
+    assert back is not None
+    back.refresh(table, np.arange(700, 900))  # still under exact_below: the band holds
+    assert back.bands == 1 and len(back) == 900
+    back.refresh(table, np.arange(900, 1300))  # past it: norm bands again
+    assert back.bands > 1 and -1 not in back._graphs and len(back) == 1300
+    _assert_exact(back, table, rng.normal(size=(4, dim)).astype(np.float32), 50)
+
+
+def test_norm_bands_that_prune_are_kept() -> None:
+    """A few long vectors answer every query (k = 5): the short ones' bands are skipped, and
+    the bands stay however many queries come."""
+    rng = np.random.default_rng(22)
+    dim = 8
+    table = _spread_table(rng, 600, dim) * np.float32(0.05)
+    table[:50] *= np.float32(200.0)  # norms 2-60 against 0.01-0.3
+    index = VectorIndex(dim, IndexConfig(one_band_below=0, drift_tol=0.0))
+    index.refresh(table, np.arange(600))
+    bands = index.bands
+    _ask(index, rng, dim, k=5)
+    index.refresh(table * np.float32(1.01), np.arange(10))
+    assert index.bands == bands > 1 and -1 not in index._graphs
+    assert index.bands_skipped > 0
