@@ -41,8 +41,10 @@ to another band instead of forcing a rebuild of everything.
 
 A small index has one band (``one_band_below``): while it holds a few thousand vectors, the
 calls a query makes per band (a bound check, a BLAS product, a compiled pass) cost more
-than the products that skipping bands saves, and one array scanned at once answered 1.4-2.4x
-faster. Past that size its vectors are written to their norm bands once.
+than the products that skipping bands saves (one array scanned at once answered a single
+query in about half the time). Past that size its vectors are written to their norm bands
+once, and merged back into one band if the bands are seen to prune nothing
+(``one_band_scan``) while they are all arrays.
 """
 
 from __future__ import annotations
@@ -87,20 +89,20 @@ class IndexConfig:
     """``mips``: while the index would hold at most this many live vectors, all of them are in
     one array band, scanned whole by every query; the write that would take it past this
     puts every vector in its norm band (a write of them all, once). Measured on this
-    machine (dim 64, learned vectors of a synthetic stream, answers identical): at 2.7k
-    and 5.2k vectors one scan took 0.41-0.71x the time of the norm bands' 9-10 arrays for
-    batches of 1 to 64 queries; at 11.4k vectors of a preloaded catalogue (small random
-    vectors, which the norm bands prune well) 0.5x for one query but 1.16-1.35x for 16 to
-    64, and at 7.8k learned ones about the same time. At most ``exact_below``; 0: norm bands
-    from the first vector."""
-    one_band_scan: float = 0.9
+    machine (dim 64, sessions of a synthetic stream as queries, answers identical): at
+    2.7k-7.8k learned vectors one scan took 0.45-0.51x the time of the norm bands' 8-15
+    arrays for one query, 0.64-0.68x for 4 and 0.77-1.03x for 64; at 11.1k vectors of a
+    preloaded catalogue (small random ones, which the norm bands prune better) 0.54x for one
+    but 1.16-1.34x for 16 to 64. At most ``exact_below``; 0: norm bands from the first
+    vector."""
+    one_band_scan: float = 0.95
     """``mips``: norm bands that are all arrays, with at most ``exact_below`` vectors in all,
     are merged into one band once their queries (256 each at least) scanned this share of
     the vectors or more: bands that prune that little cost more than one scan (their calls
     per band). The band then holds until the index passes ``exact_below``. At 9.8k and
-    13.9k learned vectors the bands scanned 0.99 and 0.98 of them, and one scan answered in
-    0.43x and 0.65x the time; a preloaded catalogue's 11.4k scanned 0.84 and were as fast
-    as one scan. 0: never."""
+    13.9k learned vectors the bands scanned 0.99 and 0.98 of them, and one scan took
+    0.53-0.86x and 0.57-0.78x the time (1 to 64 queries); a preloaded catalogue's 11.1k
+    scanned 0.89, and one scan was slower there for 16 queries or more. 0: never."""
     exact_below: int = 16_384
     """A band with at most this many elements (live and deleted) has no hnswlib graph: it is
     searched by exact products over its vectors, and written by copying them. Past it the

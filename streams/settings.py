@@ -145,7 +145,7 @@ class Settings:
     index_band_floor: float = 1.0
     index_exact_below: int = 16_384
     index_one_band_below: int = 8_192
-    index_one_band_scan: float = 0.9
+    index_one_band_scan: float = 0.95
     index_scan_per_insert: float = 10_000.0
     index_compact_ratio: float = 1.0
     blas_threads: int = 1
