@@ -54,6 +54,7 @@ app = faust.App(
     # tests/test_scaleout.py during the rebalance after a SIGKILL ("persisted offset ... is
     # higher than the last offset in that topic", faust-streaming issue #158, open).
     recovery_consistency_check=False,
+    Worker="streams.faust_worker:Worker",  # the root logger at the level asked for
 )
 
 raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",

@@ -16,7 +16,8 @@ settings = Settings.from_env()
 app = faust.App(f"{settings.app_id}-passthrough", broker=settings.broker, store="memory://",
                 broker_consumer=consumer_urls(settings.broker, settings.fetch_max_wait_ms),
                 datadir=settings.data_dir, topic_partitions=settings.partitions,
-                web_port=settings.web_port, consumer_auto_offset_reset="earliest")
+                web_port=settings.web_port, consumer_auto_offset_reset="earliest",
+                Worker="streams.faust_worker:Worker")  # logs as the worker does
 raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
                        "value_serializer": "raw"}
 clicks_topic = app.topic(settings.clicks_topic, partitions=settings.partitions, **raw)
