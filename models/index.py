@@ -541,15 +541,22 @@ class VectorIndex:
         stale = self.select_stale(table, rows, limit)
         return stale, np.ascontiguousarray(table[stale], dtype=np.float32)
 
-    def _band_of(self, vecs: FloatArray, incoming: int | None = None) -> IntArray:
-        """Each vector's band: the one band (``_ONE``) while the index is small enough
-        counting ``incoming`` vectors more (``len(vecs)`` unless given: a write in pieces
-        gives its whole size), else its norm band (``_norm_band_of``)."""
+    def _band_of(self, vecs: FloatArray, incoming: int) -> IntArray:
+        """Each vector's band: the one band (``_ONE``) while the index stays small enough
+        with ``incoming`` vectors more (the write's rows not indexed yet, counted over the
+        whole write when it comes in pieces: rewritten rows add none), else its norm band
+        (``_norm_band_of``)."""
         limit = self._one_band_cap
-        n = len(vecs) if incoming is None else incoming
-        if limit and not self._norm_bands_live() and len(self) + n <= limit:
+        if limit and not self._norm_bands_live() and len(self) + incoming <= limit:
             return np.full(len(vecs), _ONE, dtype=np.int64)
         return self._norm_band_of(vecs)
+
+    def _unindexed(self, rows: IntArray) -> int:
+        """How many of ``rows`` have no vector in the index yet (a rewrite adds none: counted
+        as new, a refresh of drifted rows at the one band's limit would leave it, and the
+        bands merge again 256 queries later, each time rewriting every vector)."""
+        inside = rows < len(self._label)
+        return int(np.count_nonzero(~inside) + np.count_nonzero(self._label[rows[inside]] < 0))
 
     def _norm_bands_live(self) -> list[_Graph]:
         """The bands other than the one band that hold live vectors."""
@@ -593,7 +600,7 @@ class VectorIndex:
         return head_sq, head_sq + last * last
 
     def _radius(self, band: int) -> float:
-        if band == _ONE:  # no norm bound: ``_asking`` keeps the head bound, which holds
+        if band == _ONE:  # no bound: ``_asking`` never skips it (it is asked first anyway)
             return _ONE_RADIUS
         return self.config.band_floor * self.config.band_ratio ** (band % _SPLIT)
 
@@ -656,7 +663,8 @@ class VectorIndex:
         The lock is taken per ``write_chunk`` rows, so a query waits for at most one chunk
         of inserts, not the whole write. A bulk write (``bulk_rows`` or more) inserts on every
         core, in pieces of ``bulk_piece`` rows into graphs sized for the whole write up front."""
-        return self._write(np.asarray(labels, dtype=np.int64), lambda part: vecs[part], self._band_of(vecs))
+        rows = np.asarray(labels, dtype=np.int64)
+        return self._write(rows, lambda part: vecs[part], self._band_of(vecs, self._unindexed(rows)))
 
     def _write(self, rows: IntArray, vecs_of: Callable[[slice], FloatArray], band: IntArray,
                chunk: int | None = None) -> int:
@@ -849,8 +857,10 @@ class VectorIndex:
             # writing, and each chunk loops over the bands its rows fall in (a refresh in
             # parts, ``Recommender.refresh_spread``, took 4x longer in 64-row chunks).
             vecs = np.ascontiguousarray(table[stale], dtype=np.float32)
-            return self._write(stale, lambda part: vecs[part], self._band_of(vecs), chunk=stale.size)
-        band = np.concatenate([self._band_of(table[stale[part]], stale.size)
+            return self._write(stale, lambda part: vecs[part], self._band_of(vecs, self._unindexed(stale)),
+                               chunk=stale.size)
+        incoming = self._unindexed(stale)
+        band = np.concatenate([self._band_of(table[stale[part]], incoming)
                                for part in self._pieces(stale.size)])
         return self._write(stale, lambda part: np.ascontiguousarray(table[stale[part]], dtype=np.float32),
                            band)

@@ -750,3 +750,34 @@ def test_norm_bands_that_prune_are_kept() -> None:
     index.refresh(table * np.float32(1.01), np.arange(10))
     assert index.bands == bands > 1 and -1 not in index._graphs
     assert index.bands_skipped > 0
+
+
+def test_rewriting_rows_at_the_limit_keeps_the_one_band() -> None:
+    """Only rows not indexed yet count toward the limit: a refresh of drifted rows in a full
+    one band (or a merged one near ``exact_below``) must not send every vector to its norm
+    band, and then back 256 queries later, each time rewriting them all."""
+    rng = np.random.default_rng(23)
+    dim = 8
+    table = _spread_table(rng, 90, dim)
+    index = VectorIndex(dim, IndexConfig(one_band_below=100, drift_tol=0.0))
+    index.refresh(table, np.arange(90))
+    for _ in range(3):
+        rows = rng.choice(90, size=20, replace=False)
+        table[rows] *= np.float32(1.1)
+        index.refresh(table, rows)
+        _ask(index, rng, dim, k=200)
+    assert index.bands == 1 and index.inserts == 90 + 3 * 20
+
+    merged = VectorIndex(dim, IndexConfig(one_band_below=0, exact_below=80, drift_tol=0.0))
+    merged.refresh(table, np.arange(75))
+    _ask(merged, rng, dim, k=200)  # every band scanned: merged at the next write
+    table[0] *= np.float32(1.1)
+    merged.refresh(table, np.arange(1))
+    assert merged.bands == 1
+    for _ in range(4):  # 75 + 10 rows rewritten: past 80 if they counted
+        rows = rng.choice(75, size=10, replace=False)
+        table[rows] *= np.float32(1.1)
+        merged.refresh(table, rows)
+        _ask(merged, rng, dim, k=200)
+        assert merged.bands == 1 and -1 in merged._graphs
+    _assert_exact(merged, table[:75], rng.normal(size=(3, dim)).astype(np.float32), 20)
