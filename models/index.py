@@ -605,11 +605,16 @@ class VectorIndex:
         return self.config.band_floor * self.config.band_ratio ** (band % _SPLIT)
 
     @property
+    def _one_band_allowed(self) -> bool:
+        """Whether the index may keep a one band at all: only for ``mips``, with array bands
+        (the one band is always an array)."""
+        return self.config.space == "mips" and self.config.exact_below > 0
+
+    @property
     def _one_band_limit(self) -> int:
-        """``one_band_below`` as it applies: only to ``mips`` with array bands, and never
-        past ``exact_below`` (the one band is always an array)."""
+        """``one_band_below`` as it applies (``_one_band_allowed``), never past ``exact_below``."""
         c = self.config
-        if c.space != "mips" or c.exact_below <= 0:
+        if not self._one_band_allowed:
             return 0
         return max(0, min(c.one_band_below, c.exact_below))
 
@@ -702,10 +707,8 @@ class VectorIndex:
 
     def _leave_one_band(self) -> None:
         """Once a write has put vectors in norm bands (or the index outgrew the limit), the
-        one band's vectors are written to theirs and the emptied band is dropped: every
-        vector then has its norm band. A query between two chunks of this write finds each
-        vector in one band or the other, never both or neither (a chunk deletes and adds
-        under one hold of the lock)."""
+        one band's vectors are moved to theirs (``_move``): every vector then has its norm
+        band."""
         one = self._graphs.get(_ONE)
         if one is None or not one.live:
             return
@@ -716,9 +719,7 @@ class VectorIndex:
         rows = np.sort(rows[rows >= 0])
         band = np.concatenate([self._norm_band_of(self._indexed[rows[part]])
                                for part in self._pieces(rows.size)])
-        self._write(rows, lambda part: self._indexed[rows[part]], band)
-        with self._lock:  # (its compaction in that write may have dropped it already)
-            self._graphs.pop(_ONE, None)
+        self._move(rows, band, [_ONE])
 
     def _merge_due(self) -> bool:
         """Whether the norm bands, all arrays and ``exact_below`` vectors at most, scan
@@ -726,7 +727,7 @@ class VectorIndex:
         256 queries at least: the share of queries that asked it, times its vectors, live
         and deleted)."""
         c = self.config
-        if c.space != "mips" or c.exact_below <= 0 or c.one_band_scan <= 0 or self._merged:
+        if not self._one_band_allowed or c.one_band_scan <= 0 or self._merged:
             return False
         one = self._graphs.get(_ONE)
         bands = self._norm_bands_live()
@@ -743,14 +744,22 @@ class VectorIndex:
         return n <= c.exact_below and 4 * n_seen >= 3 * n and scanned >= c.one_band_scan * n_seen
 
     def _merge_bands(self) -> None:
-        """Every vector written to the one band (``_merge_due``), and the emptied bands
-        dropped. As in ``_leave_one_band``, a query meets each vector in exactly one band."""
+        """Every vector moved to the one band (``_merge_due``)."""
         self._merged = True
         rows = np.flatnonzero(self._label >= 0)
-        self._write(rows, lambda part: self._indexed[rows[part]], np.full(rows.size, _ONE, dtype=np.int64))
+        self._move(rows, np.full(rows.size, _ONE, dtype=np.int64), [b for b in self._graphs if b != _ONE])
+
+    def _move(self, rows: IntArray, band: IntArray, sources: list[int]) -> None:
+        """The indexed vectors of ``rows`` written to ``band``, then the ``sources`` bands
+        that leaves empty dropped (a compaction in that write may have dropped them
+        already). A query between two chunks of the write finds each vector in one band or
+        the other, never both or neither: a chunk deletes and adds under one hold of the lock."""
+        self._write(rows, lambda part: self._indexed[rows[part]], band)
         with self._lock:
-            for b in [b for b, g in self._graphs.items() if b != _ONE and not g.live]:
-                del self._graphs[b]
+            for b in sources:
+                g = self._graphs.get(b)
+                if g is not None and not g.live:
+                    del self._graphs[b]
 
     def _pieces(self, size: int) -> list[slice]:
         """``range(size)`` in slices of ``bulk_piece`` (a bulk operation's unit)."""
