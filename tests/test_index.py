@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models import topk
 from models.index import IndexConfig, VectorIndex, exact_top_k
@@ -250,6 +252,47 @@ def test_an_exact_band_screened_by_blas_keeps_what_the_compiled_product_ranks(se
     for b, (rows, dist) in enumerate(got):
         assert rows.tolist() == hr[b].tolist()
         np.testing.assert_array_equal(dist, hd[b])
+
+
+def test_deleted_copies_that_would_score_best_do_not_raise_the_floor() -> None:
+    """An exact band bounds what can still enter a heap by the k-th best of its blocks' top
+    scores (``topk.offer_screened``). Vectors rewritten shorter leave their old, longer
+    copies in the array (up to an eighth of it before a compaction): were those counted,
+    the floor would sit above every live vector and the heaps would come back short or
+    wrong. One in ten rewritten, so every block of 16 holds one. Deleted places are zeroed,
+    and so are those of an index saved without that (this fails with either left out)."""
+    rng = np.random.default_rng(11)
+    dim, n, k = 16, 4000, 64
+    table = rng.normal(size=(n, dim)).astype(np.float32)
+    table[::10] *= np.float32(20.0)
+    index = VectorIndex(dim, IndexConfig(exact_below=100_000, drift_tol=0.0))
+    index.refresh(table, np.arange(n))
+    table[::10] /= np.float32(20.0)
+    index.refresh(table, np.arange(0, n, 10))
+    assert index.bands == 1 and all(g.exact and g.deleted == n // 10 for g in index._graphs.values())
+    state = index.state()
+    (vecs,) = (v for name, v in state.items() if name.endswith("vecs"))
+    (rows,) = (v for name, v in state.items() if name.endswith("rows"))
+    assert not vecs[rows < 0].any()
+    vecs[rows < 0] = 20.0  # as saved before deletes zeroed the array's places
+    back = VectorIndex.restore(dim, index.config, state)
+    assert back is not None
+    queries = rng.normal(size=(40, dim)).astype(np.float32)
+    for got in (index, back):
+        for q, (rows, dist) in zip(queries, got.query_many(queries, k), strict=True):
+            want, want_dist = exact_top_k(table, q, k)
+            assert rows.tolist() == want.tolist()
+            np.testing.assert_allclose(dist, want_dist, atol=1e-5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-5, 5), min_size=1, max_size=300), st.data())
+def test_kth_largest_is_what_sorting_gives(values: list[int], data: st.DataObject) -> None:
+    """The selection behind the floor: ties (small integers repeat) and every k."""
+    a = np.asarray(values, dtype=np.float32)
+    k = data.draw(st.integers(1, len(a)))
+    want = float(np.sort(a)[::-1][k - 1])
+    assert topk._kth_largest(a.copy(), len(a), k) == want
 
 
 @pytest.mark.parametrize(("exact_below", "one_band_below"), [(0, 0), (300, 0), (10_000, 0), (10_000, 8192)])
