@@ -1037,7 +1037,7 @@ _HEAD_STEPS = 6
 """Head bands below the norm band's radius / ratio: 7 in all (at ratio 1.5, down to 1/17 of it)."""
 
 _SCREEN_PIECE = 16_384
-"""Vectors screened per BLAS product: a band up to ``exact_below`` in one, so the floor
+"""Vectors screened per BLAS product: a band up to the default ``exact_below`` in one, so the floor
 ``topk.offer_screened`` sets from the blocks' best scores is the whole band's (with 2,048 a
 piece, the floors of the first pieces were weak and cost more than they saved: 52 against
 32 us a query over 8.2k vectors, BLAS included). 64 queries' scores: 4 MB, kept between

@@ -170,7 +170,8 @@ _BLOCK = 16
 
 @_compiled(inline="always")
 def _floor(sb: np.ndarray, k: int, above: np.ndarray) -> float:
-    """The k-th largest of the positive block tops of ``sb`` (-inf when fewer than ``k``):
+    """The k-th largest (k >= 1: a heap not full) of the positive block tops of ``sb``
+    (-inf when fewer than ``k``):
     each of those k blocks holds a live vector scoring at least that, so the heap's k-th
     best ends at least that high, up to the products' rounding (the caller subtracts the
     slack). Positive, because a deleted vector's place in an array is zeroed
@@ -183,7 +184,7 @@ def _floor(sb: np.ndarray, k: int, above: np.ndarray) -> float:
         if t > 0:
             above[n] = t
             n += 1
-    if n < k or k == 0:
+    if n < k:
         return -np.inf
     return _kth_largest(above, n, k)
 
@@ -215,10 +216,10 @@ def _kth_largest(a: np.ndarray, n: int, k: int) -> float:
 
 @_compiled(inline="always", fastmath={"nnan", "reassoc"})
 def _block_max(s: np.ndarray, lo: int) -> float:
-    """The largest of ``s[lo:lo + 16]``, in SIMD lanes (infinities allowed: +inf is
+    """The largest of ``s[lo:lo + _BLOCK]``, in SIMD lanes (infinities allowed: +inf is
     ``offer_screened``'s "no screen")."""
     m = s[lo]
-    for j in range(lo + 1, lo + 16):
+    for j in range(lo + 1, lo + _BLOCK):
         m = max(m, s[j])
     return m
 
