@@ -32,7 +32,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 # reassoc lets LLVM vectorise the dot products; results stay deterministic for one build.
 _FASTMATH = {"reassoc", "contract"}
@@ -53,6 +56,37 @@ def _compiled(**options: Any) -> Callable[[Callable[..., Any]], Any]:
             return njit(nogil=True, error_model="numpy", **options)(fn)
 
     return wrap
+
+
+@intrinsic
+def _prefetch(typingctx: Any, arr: Any, row: Any, col: Any) -> Any:
+    """Ask the CPU to fetch the cache line holding ``arr[row, col]`` (LLVM's
+    ``llvm.prefetch``: a read, kept in every cache level); no value, no fault on any address."""
+    sig = types.void(arr, row, col)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]], wraparound=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        rw, locality, data = ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)
+        builder.call(fn, [builder.bitcast(ptr, i8p), rw, locality, data])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@_compiled(inline="always")
+def prefetch_row(arr: np.ndarray, row: int) -> None:
+    """Start fetching ``arr[row]`` (float32: 16 to a 64-byte line) before it is read.
+
+    A loop over random rows of a table larger than L2 waits on each row in turn: the
+    compiled re-ranking spent half its time so at 100k items (scratch timing: 5.7 against
+    4.4 us a query for 69 rows of two tables when each row is asked for four rows ahead)."""
+    for c in range(0, arr.shape[1], 16):
+        _prefetch(arr, row, c)  # type: ignore[call-arg]  # numba's @intrinsic drops typingctx
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -368,6 +402,15 @@ def learn_click(
         ring_state[0] = min(held + n_fresh, size)
     for k in range(pool):
         negs[k] = draw_one(cum, guide, n_build, rng)
+    # Every row the click will step, asked for at once: the steps below then find them in
+    # cache instead of waiting on each in turn.
+    prefetch_row(w_out, target)
+    for k in range(min(pool, n_pairs * n_neg)):
+        prefetch_row(w_out, negs[k])
+    for i in range(n_pairs):
+        prefetch_row(w_in, p_in[i])
+        if i >= n_fresh:
+            prefetch_row(w_out, p_tg[i])
     # The pool rows the pairs will take (in turn from the first): kept for sharing before any
     # is written, and marked once, not once per pair that takes them.
     used = min(pool, n_pairs * n_neg)
