@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.kernels import _compiled
+from models.kernels import _GOLDEN, _compiled, prefetch_row
 
 
 @_compiled(inline="always")
@@ -166,6 +166,9 @@ def offer_screened(scores: np.ndarray, vecs: np.ndarray, rows: np.ndarray, q: np
 
 _BLOCK = 16
 """Scores per block: ``offer_screened`` skips a block whose largest is below its cut."""
+
+_AHEAD = 4
+"""How many rows ahead a scoring loop asks for the row it will read (``prefetch_row``)."""
 
 
 @_compiled(inline="always")
@@ -374,69 +377,127 @@ def weighted_means(
     return out
 
 
+@_compiled(inline="always")
+def _slot(keys: np.ndarray, row: int) -> int:
+    """Where ``row`` is, or would go, in the open-addressed set ``keys`` (-1: empty; its
+    size a power of two, at least twice what it holds, so a probe ends)."""
+    mask = keys.shape[0] - 1
+    i = int((np.uint64(row) * _GOLDEN) >> np.uint64(40)) & mask
+    while keys[i] != row and keys[i] >= 0:
+        i = (i + 1) & mask
+    return i
+
+
+@_compiled(inline="always")
+def _before(s1: float, r1: int, s2: float, r2: int) -> bool:
+    """(s1, r1) ranks before (s2, r2): a higher score, or the same score and a smaller row."""
+    return s1 > s2 or (s1 == s2 and r1 < r2)
+
+
 @_compiled()
 def rank(w_in: np.ndarray, w_out: np.ndarray, counts: np.ndarray, q: np.ndarray, q_out: np.ndarray,
          reverse_weight: float, popularity_weight: float, labels: np.ndarray,
          seen_rows: np.ndarray, seen_boost: np.ndarray, seen_start: np.ndarray, exclude_seen: bool,
          out_rows: np.ndarray, out_scores: np.ndarray, out_n: np.ndarray) -> None:
     """Each session's top ``out_rows.shape[1]`` rows, re-scored exactly (best first, ties by
-    smaller row): session ``b``'s candidates are ``labels[b]`` (rows < 0 skipped) and, unless
-    ``exclude_seen``, its own items ``seen_rows[seen_start[b]:seen_start[b + 1]]``, each
-    scored ``out(c).q + reverse_weight * in(c).q_out + popularity_weight * log(1 + count)``
-    plus its ``seen_boost``; with ``exclude_seen`` the session's items are left out instead.
+    smaller row): session ``b``'s candidates are ``labels[b]`` (rows < 0 skipped, repeats
+    counted once) and, unless ``exclude_seen``, its own items
+    ``seen_rows[seen_start[b]:seen_start[b + 1]]`` (distinct), each scored
+    ``out(c).q + reverse_weight * in(c).q_out + popularity_weight * log(1 + count)`` plus its
+    ``seen_boost``; with ``exclude_seen`` the session's items are left out instead.
     ``reverse_weight`` 0 skips the reverse term; ``out_n[b]`` is -1 when session ``b`` had
-    no candidate at all. The per-session numpy version of this
-    (sort, unique, two gathers and products, a lookup of the session's items, argsort) cost
-    tens of small calls per session, several times the arithmetic."""
+    no candidate at all.
+
+    Candidates are told apart by a small hash set (the session's items in it first, tagged
+    with their place), not by sorting, and the best are kept by insertion into a list of
+    ``k``, not by an argsort; the rows of both tables are asked for ``_AHEAD`` candidates
+    before they are read (``prefetch_row``). Against the sorted version, 64 candidates and 5
+    session items a query, alternated in one process: 7.3 -> 4.9 us a query at 10k items,
+    13.7 -> 8.2 at 100k, 17.2 -> 13.2 at 1M (batches of 64; of 8 the same within 5%). The
+    per-session numpy version before both (sort, unique, two gathers and products, a lookup
+    of the session's items, argsort) cost tens of small calls per session, several times
+    the arithmetic."""
     k = out_rows.shape[1]
     rw = np.float32(reverse_weight)
     pw = np.float32(popularity_weight)
+    width = labels.shape[1]
+    most = 0
+    for b in range(labels.shape[0]):
+        most = max(most, seen_start[b + 1] - seen_start[b])
+    size = 16
+    while size < 2 * (width + most):
+        size *= 2
+    keys = np.empty(size, dtype=np.int64)
+    tags = np.empty(size, dtype=np.int64)  # the session item's place in seen_rows; -1: a label
+    cand = np.empty(width + most, dtype=np.int64)
+    bonus = np.empty(width + most, dtype=np.float32)
+    top_r = np.empty(max(k, 1), dtype=np.int64)
+    top_s = np.empty(max(k, 1), dtype=np.float32)
     for b in range(labels.shape[0]):
         s0, s1 = seen_start[b], seen_start[b + 1]
-        cand = np.empty(labels.shape[1] + s1 - s0, dtype=np.int64)
+        keys[:] = -1
+        for p in range(s0, s1):
+            i = _slot(keys, seen_rows[p])
+            keys[i] = seen_rows[p]
+            tags[i] = p
         m = 0
-        for j in range(labels.shape[1]):
-            if labels[b, j] >= 0:
-                cand[m] = labels[b, j]
+        labelled = False
+        for j in range(width):
+            r = labels[b, j]
+            if r < 0:
+                continue
+            labelled = True
+            i = _slot(keys, r)
+            if keys[i] < 0:
+                keys[i] = r
+                tags[i] = -1
+                cand[m] = r
+                bonus[m] = 0.0
                 m += 1
+            elif tags[i] >= 0:  # one of the session's items, first met among the labels
+                if not exclude_seen:
+                    cand[m] = r
+                    bonus[m] = seen_boost[tags[i]]
+                    m += 1
+                tags[i] = -1
         if not exclude_seen:
             for p in range(s0, s1):
-                cand[m] = seen_rows[p]
-                m += 1
-        cand = np.sort(cand[:m])
-        u = 0
-        for j in range(m):
-            if u == 0 or cand[j] != cand[u - 1]:
-                cand[u] = cand[j]
-                u += 1
-        cand = cand[:u]
-        if u == 0:
+                if tags[_slot(keys, seen_rows[p])] == p:  # not among the labels
+                    cand[m] = seen_rows[p]
+                    bonus[m] = seen_boost[p]
+                    m += 1
+        if not labelled and (exclude_seen or s1 == s0):
             out_n[b] = -1  # nothing to rank: the caller falls back
             continue
-        scores = np.empty(u, dtype=np.float32)
-        for j in range(u):
+        for j in range(min(_AHEAD, m)):
+            prefetch_row(w_out, cand[j])
+            if rw != 0:
+                prefetch_row(w_in, cand[j])
+        n = 0
+        for j in range(m if k > 0 else 0):
+            if j + _AHEAD < m:
+                prefetch_row(w_out, cand[j + _AHEAD])
+                if rw != 0:
+                    prefetch_row(w_in, cand[j + _AHEAD])
             r = cand[j]
             s = _dot(w_out[r], q[b])
             if rw != 0:
                 s = s + rw * _dot(w_in[r], q_out[b])
             if pw != 0:
                 s = s + pw * np.float32(np.log1p(counts[r]))
-            scores[j] = s
-        keep = np.ones(u, dtype=np.bool_)
-        for p in range(s0, s1):
-            at = np.searchsorted(cand, seen_rows[p])
-            if at < u and cand[at] == seen_rows[p]:
-                if exclude_seen:
-                    keep[at] = False
-                else:
-                    scores[at] = scores[at] + seen_boost[p]
-        order = np.argsort(-scores, kind="mergesort")  # stable: rows ascending break ties
-        n = 0
-        for j in range(u):
-            if n >= k:
-                break
-            if keep[order[j]]:
-                out_rows[b, n] = cand[order[j]]
-                out_scores[b, n] = scores[order[j]]
+            s = s + bonus[j]
+            if n == k and not _before(s, r, top_s[k - 1], top_r[k - 1]):
+                continue
+            at = n if n < k else k - 1  # the free place, or the worst one's
+            while at > 0 and _before(s, r, top_s[at - 1], top_r[at - 1]):
+                top_s[at] = top_s[at - 1]
+                top_r[at] = top_r[at - 1]
+                at -= 1
+            top_s[at] = s
+            top_r[at] = r
+            if n < k:
                 n += 1
+        for j in range(n):
+            out_rows[b, j] = top_r[j]
+            out_scores[b, j] = top_s[j]
         out_n[b] = n

@@ -491,8 +491,12 @@ def test_the_compiled_ranking_is_the_numpy_reference(seed: int, exclude_seen: bo
     q = (rng.integers(-4, 5, (nq, dim)) / 8).astype(np.float32)
     q_out = (rng.integers(-4, 5, (nq, dim)) / 8).astype(np.float32)
     labels = rng.integers(-1, n, (nq, 9))  # -1: padding; repeats on purpose
+    labels[rng.random(nq) < 0.3] = -1  # no candidate from the index: only the session's own
     seens = [{int(r): j for j, r in enumerate(rng.choice(n, int(rng.integers(0, 4)), replace=False))}
              for _ in range(nq)]
+    for only in np.flatnonzero(rng.random(nq) < 0.3):  # the index found only the session's own items
+        labels[only] = -1
+        labels[only, : len(seens[only])] = list(seens[only])
     start = np.zeros(nq + 1, dtype=np.int64)
     np.cumsum([len(s) for s in seens], out=start[1:])
     seen_rows = np.asarray([r for s in seens for r in s], dtype=np.int64)
