@@ -409,6 +409,8 @@ class VectorIndex:
         """Whether the one band holds vectors the norm bands gave up (``_merge_bands``)."""
         self._scores = np.empty(0, dtype=np.float32)
         """``_screen``'s BLAS products (guarded by the lock, as the queries are)."""
+        self._tops = np.empty(0, dtype=np.float32)
+        """``_screen``'s block tops (``topk.offer_screened``), beside ``_scores``."""
 
     def __len__(self) -> int:
         return sum(g.live for g in list(self._graphs.values()))  # a writer may drop a band
@@ -926,16 +928,20 @@ class VectorIndex:
         margin = g.norm_max * 4.0 * d * 2.0**-24
         q_ask = q[:, :d] if ask.size == len(q) else q[ask, :d]
         step = _SCREEN_PIECE
-        # Each piece's scores C-contiguous, the last, shorter one too: one memory layout,
-        # so one compiled version of the pass for every band (``warm_up`` loads it).
+        # Each piece's scores and block tops C-contiguous, the last, shorter piece's too: one
+        # memory layout, so one compiled version of the pass for every band (``warm_up``
+        # loads it).
         need = ask.size * min(step, n)
         if self._scores.size < need:
             self._scores = np.empty(max(need, 2 * self._scores.size), dtype=np.float32)
+            self._tops = np.empty(self._scores.size // topk._BLOCK + ask.size, dtype=np.float32)
         for lo in range(0, n, step):
             hi = min(lo + step, n)
-            out = self._scores[: ask.size * (hi - lo)].reshape(ask.size, hi - lo)
-            part = np.matmul(q_ask, g.vecs[lo:hi].T, out=out)
-            topk.offer_screened(part, g.vecs[lo:hi], g.row_of_label[lo:hi], q, ask, qn, margin, hd, hr, hn)
+            out = self._scores[: (hi - lo) * ask.size].reshape(hi - lo, ask.size)
+            part = np.matmul(g.vecs[lo:hi], q_ask.T, out=out)
+            tops = self._tops[: (hi - lo) // topk._BLOCK * ask.size].reshape(-1, ask.size)
+            topk.offer_screened(part, g.vecs[lo:hi], g.row_of_label[lo:hi], q, ask, qn, margin,
+                                hd, hr, hn, tops)
 
     def query_many(
         self, qs: FloatArray, k: int, fallback: FloatArray | None = None

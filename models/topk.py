@@ -105,26 +105,30 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.float32:
 
 @_compiled()
 def offer_screened(scores: np.ndarray, vecs: np.ndarray, rows: np.ndarray, q: np.ndarray, ask: np.ndarray,
-                   qn: np.ndarray, margin: float, hd: np.ndarray, hr: np.ndarray, hn: np.ndarray) -> None:
+                   qn: np.ndarray, margin: float, hd: np.ndarray, hr: np.ndarray, hn: np.ndarray,
+                   tops: np.ndarray) -> None:
     """Offer the exact distance ``1 - vecs[j] . q[b]`` of every vector ``j`` whose row
     ``rows[j]`` is >= 0 to heap ``b``, for every query ``b = ask[i]`` (``q`` may have more
     columns than ``vecs``: they are not read): a small band answered without its graph.
 
-    ``scores[i]`` (``q[ask[i]] . vecs[j]``, from one BLAS product over the queries asked)
-    screens: a vector is scored here only when its BLAS score is within a slack of
+    ``scores[j, i]`` (``vecs[j] . q[ask[i]]``, from one BLAS product over the queries
+    asked) screens: a vector is scored here only when its BLAS score is within a slack of
     ``qn[b] * margin + 1e-6`` of what could still enter heap ``b``. BLAS rounds differently
     for different batch shapes, so what enters the heap is this module's own product, and
     the heaps end as if every vector had been scored here provided the slack bounds the two
     products' rounding difference (scores of +inf: no screen, the reference the tests hold
-    this to). A BLAS product and a comparison per vector measured about 2.5 ns against
-    13-20 ns for the compiled product of every vector (64 queries, dim 65, one thread).
+    this to). A vector per row of ``scores``, the queries along it: BLAS writes that
+    layout 1.3x faster than its transpose (dim 65, 64 queries by 8k vectors, one thread),
+    and the passes below then run across the queries in SIMD lanes.
 
-    A heap not full yet is bounded before the pass (``_floor``: the k-th best of the
-    blocks' top scores). Filled in the vectors' order, it kept raising its worst entry
-    and took about k * ln(m / k) products on the way: 390 a query over 8.2k learned
-    vectors at k = 64, 85 with the floor, 37 against 14 us a query. A full heap keeps its
-    own cut: there the floor rarely beat it (2% of the bands asked over a preloaded 100k
-    catalogue) and its pass cost 9% more.
+    The best score of each block of ``_BLOCK`` vectors goes to ``tops`` (C-contiguous, of
+    shape ``(len(vecs) // _BLOCK, len(ask))``); a heap not full yet is bounded before the
+    scan by ``floors`` from them. Filled in the vectors' order, such a heap kept raising its worst
+    entry and took about k * ln(m / k) products on the way: 390 a query over 8.2k learned
+    vectors at k = 64, about 90 with the floor. A full heap keeps its own cut. The scan
+    takes a block at a time for every query (the block's scores and vectors stay in cache
+    across the queries), each query's vectors in order, so a heap is offered what the
+    query alone would offer it.
 
     The heaps are the batch's own, indexed through ``ask`` and the slack made here: a
     gather and a scatter of them, and the slack's numpy steps, cost more than the band's
@@ -135,23 +139,32 @@ def offer_screened(scores: np.ndarray, vecs: np.ndarray, rows: np.ndarray, q: np
     k = hd.shape[1]
     one = np.float32(1.0)
     m = vecs.shape[0]
-    above = np.empty(m // _BLOCK, dtype=np.float32)
-    for i in range(scores.shape[0]):
+    nq = ask.shape[0]
+    nb = m // _BLOCK
+    _block_tops(scores, tops, nb, nq)
+    floor = np.full(nq, -np.inf, dtype=np.float32)
+    if k > 0 and (hn[ask] < k).any():
+        floors(tops, k, _FLOOR_ROUNDS, floor)
+    cuts = np.empty(nq, dtype=np.float32)
+    for i in range(nq):
         b = ask[i]
-        hdb = hd[b]
-        hrb = hr[b]
-        qb = q[b]
-        sb = scores[i]
-        n = hn[b]
         slack = np.float32(qn[b] * margin + 1e-6)
-        floor = -np.inf if n == k else _floor(sb, k, above) - slack
-        cut = floor if n < k else one - hdb[0] - slack
-        for lo in range(0, m, _BLOCK):
-            hi = min(lo + _BLOCK, m)
-            if hi - lo == _BLOCK and _block_max(sb, lo) < cut:
+        floor[i] = -np.inf if hn[b] == k else floor[i] - slack
+        cuts[i] = floor[i] if hn[b] < k else one - hd[b, 0] - slack
+    for blk in range(nb + 1):  # the last, partial block has no top: it is always scanned
+        lo = blk * _BLOCK
+        hi = min(lo + _BLOCK, m)
+        for i in range(nq):
+            cut = cuts[i]
+            if blk < nb and tops[blk, i] < cut:
                 continue
+            b = ask[i]
+            hdb = hd[b]
+            hrb = hr[b]
+            qb = q[b]
+            n = hn[b]
             for j in range(lo, hi):
-                if sb[j] < cut:
+                if scores[j, i] < cut:
                     continue
                 r = rows[j]
                 if r < 0:
@@ -160,71 +173,77 @@ def offer_screened(scores: np.ndarray, vecs: np.ndarray, rows: np.ndarray, q: np
                 if n < k or _worse(hdb[0], hrb[0], d, r):
                     n = _push(hdb, hrb, n, k, d, r)
                     if n == k:
-                        cut = max(floor, one - hdb[0] - slack)
-        hn[b] = n
+                        cut = max(floor[i], one - hdb[0] - np.float32(qn[b] * margin + 1e-6))
+            hn[b] = n
+            cuts[i] = cut
 
 
 _BLOCK = 16
 """Scores per block: ``offer_screened`` skips a block whose largest is below its cut."""
 
+_FLOOR_ROUNDS = 12
+"""Halvings of ``floors``' search: a floor ends at most 2**-12 of the largest top below the
+k-th largest top (8 to 16 measured the same: a lower floor's few more products against
+the search's passes)."""
+
 _AHEAD = 4
 """How many rows ahead a scoring loop asks for the row it will read (``prefetch_row``)."""
 
 
-@_compiled(inline="always")
-def _floor(sb: np.ndarray, k: int, above: np.ndarray) -> float:
-    """The k-th largest (k >= 1: a heap not full) of the positive block tops of ``sb``
-    (-inf when fewer than ``k``):
-    each of those k blocks holds a live vector scoring at least that, so the heap's k-th
-    best ends at least that high, up to the products' rounding (the caller subtracts the
-    slack). Positive, because a deleted vector's place in an array is zeroed
-    (``_Graph.delete``) and scores exactly 0: a vector rewritten shorter would otherwise
-    leave its longer old copy behind, which could top every live one. ``above``: room for
-    a value per block."""
-    n = 0
-    for lo in range(0, above.shape[0] * _BLOCK, _BLOCK):
-        t = _block_max(sb, lo)
-        if t > 0:
-            above[n] = t
-            n += 1
-    if n < k:
-        return -np.inf
-    return _kth_largest(above, n, k)
-
-
-@_compiled(inline="always")
-def _kth_largest(a: np.ndarray, n: int, k: int) -> float:
-    """The ``k``-th largest of ``a[:n]`` (1 <= k <= n), reordering ``a`` (quickselect)."""
-    lo, hi, want = 0, n - 1, k - 1
-    while lo < hi:
-        pivot = a[(lo + hi) >> 1]
-        i, j = lo, hi
-        while i <= j:
-            while a[i] > pivot:
-                i += 1
-            while a[j] < pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if want <= j:
-            hi = j
-        elif want >= i:
-            lo = i
-        else:
-            break
-    return float(a[want])
-
-
-@_compiled(inline="always", fastmath={"nnan", "reassoc"})
-def _block_max(s: np.ndarray, lo: int) -> float:
-    """The largest of ``s[lo:lo + _BLOCK]``, in SIMD lanes (infinities allowed: +inf is
+@_compiled(inline="always", fastmath={"nnan"})
+def _block_tops(scores: np.ndarray, tops: np.ndarray, nb: int, nq: int) -> None:
+    """``tops[blk, i]``: the largest of ``scores[blk * _BLOCK:(blk + 1) * _BLOCK, i]``, for
+    every query ``i`` at once (SIMD lanes across the queries; infinities allowed: +inf is
     ``offer_screened``'s "no screen")."""
-    m = s[lo]
-    for j in range(lo + 1, lo + _BLOCK):
-        m = max(m, s[j])
-    return m
+    for blk in range(nb):
+        lo = blk * _BLOCK
+        t = tops[blk]
+        first = scores[lo]
+        for i in range(nq):
+            t[i] = first[i]
+        for j in range(lo + 1, lo + _BLOCK):
+            s = scores[j]
+            for i in range(nq):
+                t[i] = max(t[i], s[i])
+
+
+@_compiled(fastmath={"nnan"})
+def floors(tops: np.ndarray, k: int, rounds: int, out: np.ndarray) -> None:
+    """``out[i]``: a value that at least ``k`` (>= 1) of the positive ``tops[:, i]`` reach,
+    found by halving ``[0, largest]`` ``rounds`` times (-inf when fewer than ``k`` are
+    positive): each of those k blocks holds a live vector scoring at least that, so heap
+    ``i``'s k-th best ends at least that high, up to the products' rounding (the caller
+    subtracts the slack). Positive, because a deleted vector's place in an array is zeroed
+    (``_Graph.delete``) and scores exactly 0: a vector rewritten shorter would otherwise
+    leave its longer old copy behind, which could top every live one. Each round counts
+    across the queries in SIMD lanes: a quickselect per query (the k-th largest exactly)
+    took 3.5 us a query over 540 blocks, these 12 rounds about 0.5."""
+    nb, nq = tops.shape
+    lo = np.zeros(nq, dtype=np.float32)
+    hi = np.zeros(nq, dtype=np.float32)
+    mid = np.empty(nq, dtype=np.float32)
+    positive = np.zeros(nq, dtype=np.int64)
+    count = np.empty(nq, dtype=np.int64)
+    for blk in range(nb):
+        t = tops[blk]
+        for i in range(nq):
+            positive[i] += t[i] > 0
+            hi[i] = max(hi[i], t[i])
+    for _ in range(rounds):  # lo: at least k tops reach it (0: counted as positive ones)
+        for i in range(nq):
+            mid[i] = (lo[i] + hi[i]) * np.float32(0.5)
+            count[i] = 0
+        for blk in range(nb):
+            t = tops[blk]
+            for i in range(nq):
+                count[i] += t[i] >= mid[i]
+        for i in range(nq):
+            if count[i] >= k:
+                lo[i] = mid[i]
+            else:
+                hi[i] = mid[i]
+    for i in range(nq):
+        out[i] = lo[i] if positive[i] >= k else -np.inf
 
 
 @_compiled()

@@ -243,9 +243,10 @@ def test_an_exact_band_screened_by_blas_keeps_what_the_compiled_product_ranks(se
     queries = np.zeros((nq, dim + 1), dtype=np.float32)  # laid out as the index lays its own
     queries[:, :dim] = base + rng.normal(size=(nq, dim)) * 0.01
     hd, hr, hn = np.zeros((nq, k), np.float32), np.zeros((nq, k), np.int64), np.zeros(nq, np.int64)
-    unscreened = np.full((nq, n), np.inf, dtype=np.float32)  # every vector scored exactly
+    unscreened = np.full((n, nq), np.inf, dtype=np.float32)  # every vector scored exactly
+    tops = np.empty((n // 16, nq), dtype=np.float32)
     topk.offer_screened(unscreened, table, np.arange(n, dtype=np.int64), queries, np.arange(nq),
-                        np.zeros(nq), 0.0, hd, hr, hn)
+                        np.zeros(nq), 0.0, hd, hr, hn, tops)
     topk.sorted_heaps(hd, hr, hn)
     got = index.query_many(queries[:, :dim], k)
     assert index.bands == 1 and all(g.exact for g in index._graphs.values())
@@ -286,13 +287,27 @@ def test_deleted_copies_that_would_score_best_do_not_raise_the_floor() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(-5, 5), min_size=1, max_size=300), st.data())
-def test_kth_largest_is_what_sorting_gives(values: list[int], data: st.DataObject) -> None:
-    """The selection behind the floor: ties (small integers repeat) and every k."""
-    a = np.asarray(values, dtype=np.float32)
-    k = data.draw(st.integers(1, len(a)))
-    want = float(np.sort(a)[::-1][k - 1])
-    assert topk._kth_largest(a.copy(), len(a), k) == want
+@given(st.integers(1, 300), st.integers(1, 5), st.integers(0, 12), st.data())
+def test_a_floor_is_reached_by_k_positive_tops_and_close_to_the_kth(
+        blocks: int, queries: int, rounds: int, data: st.DataObject) -> None:
+    """The floor behind the screen (``topk.floors``): at least k of a query's positive block
+    tops reach it, so it never prunes what the k-th best could be; with fewer than k
+    positive, none; and it ends within largest / 2**rounds of the k-th largest positive top
+    (ties, zeros and negatives included: small integers repeat)."""
+    k = data.draw(st.integers(1, blocks))
+    values = data.draw(st.lists(st.integers(-5, 5), min_size=blocks * queries, max_size=blocks * queries))
+    tops = np.asarray(values, dtype=np.float32).reshape(blocks, queries) / np.float32(4.0)
+    out = np.empty(queries, dtype=np.float32)
+    topk.floors(tops, k, rounds, out)
+    for i in range(queries):
+        positive = np.sort(tops[:, i][tops[:, i] > 0])[::-1]
+        if len(positive) < k:
+            assert out[i] == -np.inf
+            continue
+        kth = positive[k - 1]
+        assert 0.0 <= out[i] <= kth
+        assert (positive >= out[i]).sum() >= k
+        assert kth - out[i] <= positive[0] * 2.0**-rounds
 
 
 @pytest.mark.parametrize(("exact_below", "one_band_below"), [(0, 0), (300, 0), (10_000, 0), (10_000, 8192)])
