@@ -22,9 +22,9 @@ A band with few elements has no hnswlib graph at all: it keeps its vectors in an
 answers by exact products (``exact_below``), which costs less than a walk at that size,
 and a write to it is an array copy instead of an hnswlib insertion. Past that size a band
 keeps (or gets) a graph only while its queries would cost more to score exactly than the
-graph's inserts cost (``scan_per_insert``, from the band's own counts: with norm-range
-pruning most queries never ask the small-norm bands); a graph is built, like a compaction,
-off the lock, and swapped in.
+graph's walks and inserts cost (``scan_per_walk``, ``scan_per_insert``, from the band's own
+counts: with norm-range pruning most queries never ask the small-norm bands); a graph is
+built, like a compaction, off the lock, and swapped in.
 
 Inner-product search (``mips``, the default) is split by vector norm into bands (norm
 ranging, Yan et al., NeurIPS 2018): band ``b`` holds the vectors with norm in
@@ -122,6 +122,16 @@ class IndexConfig:
     outweigh the writes plus the build's own inserts (``_array_pays``). Until then, and
     for a bulk write (a restore, a preload, which comes before any query), a band is an
     array. 0 (or ``exact_below`` 0): size alone decides."""
+    scan_per_walk: float = 32_768.0
+    """What one query's walk of a graph costs, in vectors scored exactly: a band pays for a
+    graph only with the vectors its queries would score past this many (times 1 + deleted /
+    live for a graph: with as many deleted as live, walks measured 2-4x as long). Walks are
+    not free: at the end of ``bench core``'s 1M-click stream two learned bands of 22k and
+    26k walked in 90 and 60-360 us a query (k 64, ef 100), where a screen costs 2.4-3.2 ns a
+    vector (20k-28k vectors a walk, and more with deletes); random unit vectors of 16k-262k
+    walked as 22k-160k. Counted free, both bands took graphs, and the index answered in 489
+    us a query against 142 us with every band an array (the same queries, replayed;
+    recall@20 .942 against .950). 0: walks counted free."""
     drift_tol: float = 0.05
     """Rewrite a row once it moved by more than this (relative L2). Small for callers that
     rank by the index's answer as is; a caller that re-scores the candidates against the
@@ -666,11 +676,14 @@ class VectorIndex:
         must pay for itself over as many clicks as the counts cover. Without the build in
         it, at 1M items three bands of 31k-88k took graphs in the first seconds after a
         preload, when queries asked them and hardly any vector had moved yet, and then cost
-        4.7 inserts per click (about 290 us)."""
+        4.7 inserts per click (about 290 us). What a walk costs is taken off each query's
+        scan (``scan_per_walk``): a band little larger than that never pays for a graph."""
         if not self._adaptive or g.queries < 256 or g.written < 256:
             return None
+        c = self.config
         inserts = g.written + (g.live if g.exact else 0)
-        ratio = g.asked * g.live / (inserts * self.config.scan_per_insert)
+        walk = c.scan_per_walk * (1.0 if g.exact else 1.0 + g.deleted / max(g.live, 1))
+        ratio = g.asked * max(g.live - walk, 0.0) / (inserts * c.scan_per_insert)
         return ratio < (1.0 if g.exact else 0.5)
 
     def write(self, labels: IntArray, vecs: FloatArray) -> int:

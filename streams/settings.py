@@ -147,6 +147,7 @@ class Settings:
     index_one_band_below: int = 8_192
     index_one_band_scan: float = 0.95
     index_scan_per_insert: float = 10_000.0
+    index_scan_per_walk: float = 32_768.0
     index_compact_ratio: float = 1.0
     blas_threads: int = 1
     """Threads BLAS may use (0: its own default, every core). The index screens its small
@@ -271,6 +272,7 @@ class Settings:
                 one_band_below=self.index_one_band_below,
                 one_band_scan=self.index_one_band_scan,
                 scan_per_insert=self.index_scan_per_insert,
+                scan_per_walk=self.index_scan_per_walk,
                 compact_ratio=self.index_compact_ratio,
                 drift_tol=self.index_drift_tol,
                 bulk_threads=self.index_bulk_threads,

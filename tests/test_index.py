@@ -467,8 +467,8 @@ def test_a_big_band_keeps_a_graph_only_while_its_queries_would_cost_more_than_it
     low *= 0.8 / np.linalg.norm(low, axis=1, keepdims=True)  # band 0, heads past its first head band
     table = np.concatenate([high, low])
     low_rows = np.arange(n_high, n_high + n_low)
-    config = IndexConfig(exact_below=256, scan_per_insert=100.0, drift_tol=0.05, initial_capacity=64,
-                         one_band_below=0)
+    config = IndexConfig(exact_below=256, scan_per_insert=100.0, scan_per_walk=0.0, drift_tol=0.05,
+                         initial_capacity=64, one_band_below=0)
     bands = {}
     for queries_reach_low in (True, False):
         t = table.copy()
@@ -509,22 +509,60 @@ def test_a_bulk_write_makes_arrays_and_the_queries_then_ask_for_graphs() -> None
     graphs = VectorIndex(dim, IndexConfig(exact_below=0, bulk_rows=1000))
     graphs.refresh(table, np.arange(n))
     assert not graphs._graphs[0].exact
-    config = IndexConfig(exact_below=256, scan_per_insert=100.0, bulk_rows=1000, drift_tol=0.0)
-    index = VectorIndex(dim, config)
-    index.refresh(table, np.arange(n))
-    assert index._graphs[0].exact and index._graphs[0].written == 0
-    queries = rng.normal(size=(100, dim)).astype(np.float32)
-    writes = 0
-    while index._graphs[0].exact and writes < 3000:
-        index.query_many(queries, 10)  # every one of them asks the only band
-        moved = rng.choice(n, 100, replace=False)
-        table[moved] *= np.float32(1.02)
-        index.refresh(table, moved)
-        writes += 100
+    config = IndexConfig(exact_below=256, scan_per_insert=100.0, scan_per_walk=0.0, bulk_rows=1000,
+                         drift_tol=0.0)
+    index, writes = _writes_to_a_graph(table, config, rng)
     # As soon as both counts reach 256 (the bulk write left the array room for as many
     # again, so no rebuild halved them first): on the 3rd write, not at a compaction.
     assert not index._graphs[0].exact and writes == 300
-    assert _recall(index, table, queries[:40]) >= 0.95
+    assert _recall(index, table, rng.normal(size=(40, dim)).astype(np.float32)) >= 0.95
+
+
+def _writes_to_a_graph(table: np.ndarray, config: IndexConfig, rng: np.random.Generator,
+                       most: int = 3000) -> tuple[VectorIndex, int]:
+    """A bulk write of ``table`` (one band), then rounds of 100 queries that all ask it and
+    100 rows rewritten, until the band is a graph or ``most`` rows were written: the index,
+    and the rows written."""
+    index = VectorIndex(table.shape[1], config)
+    index.refresh(table, np.arange(len(table)))
+    assert index._graphs[0].exact and index._graphs[0].written == 0
+    queries = rng.normal(size=(100, table.shape[1])).astype(np.float32)
+    writes = 0
+    while index._graphs[0].exact and writes < most:
+        index.query_many(queries, 10)  # every one of them asks the only band
+        moved = rng.choice(len(table), 100, replace=False)
+        table[moved] *= np.float32(1.02)
+        index.refresh(table, moved)
+        writes += 100
+    return index, writes
+
+
+def test_a_walk_costs_a_scan_so_a_band_little_larger_never_takes_a_graph() -> None:
+    """A graph's walk is not free (``scan_per_walk``): what a band's queries would score past
+    it is what a graph saves. The band that took its graph on the 3rd write when walks cost
+    nothing takes it later when a walk costs two thirds of the band, and never when it costs
+    nearly all of it. A graph's deleted elements make its walks dearer, so the same counts
+    that keep a graph with none turn it back into an array with half as many deleted as live."""
+    rng = np.random.default_rng(8)
+    dim, n = 16, 3000
+    base = rng.normal(size=(n, dim)).astype(np.float32)
+    base *= 0.8 / np.linalg.norm(base, axis=1, keepdims=True)  # one band
+    took, indexes = {}, {}
+    for walk in (2000.0, 2900.0):
+        config = IndexConfig(exact_below=256, scan_per_insert=100.0, scan_per_walk=walk, bulk_rows=1000,
+                             drift_tol=0.0)
+        indexes[walk], took[walk] = _writes_to_a_graph(base.copy(), config, np.random.default_rng(8),
+                                                       most=6000)
+        assert indexes[walk]._graphs[0].exact == (walk == 2900.0)
+    assert 300 < took[2000.0] < 6000 and took[2900.0] == 6000
+    index = indexes[2000.0]
+    g = index._graphs[0]
+    g.queries, g.asked, g.written, g.deleted = 10_000, 10_000, 1000, 0
+    assert g.live == n and index._array_pays(g) is False  # 10k * (3000 - 2000) against 1000 * 100 * 0.5
+    g.deleted = n // 4  # walks 1.25x as dear: 10k * (3000 - 2500), still keeps its graph
+    assert index._array_pays(g) is False
+    g.deleted = n // 2  # 1.5x: a walk costs the whole scan
+    assert index._array_pays(g) is True
 
 
 def test_an_array_band_is_compacted_before_it_is_ever_copied_to_grow() -> None:
@@ -562,7 +600,8 @@ def test_an_array_gets_its_graph_only_once_its_scans_would_have_paid_for_the_bui
     dim, n = 16, 3000
     table = rng.normal(size=(n, dim)).astype(np.float32)
     table *= 0.8 / np.linalg.norm(table, axis=1, keepdims=True)  # one band
-    config = IndexConfig(exact_below=256, scan_per_insert=400.0, bulk_rows=1000, drift_tol=0.0)
+    config = IndexConfig(exact_below=256, scan_per_insert=400.0, scan_per_walk=0.0, bulk_rows=1000,
+                         drift_tol=0.0)
     index = VectorIndex(dim, config)
     index.refresh(table, np.arange(n))
     queries = rng.normal(size=(30, dim)).astype(np.float32)
