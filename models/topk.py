@@ -146,11 +146,12 @@ def offer_screened(scores: np.ndarray, vecs: np.ndarray, rows: np.ndarray, q: np
     if k > 0 and (hn[ask] < k).any():
         floors(tops, k, _FLOOR_ROUNDS, floor)
     cuts = np.empty(nq, dtype=np.float32)
+    slacks = np.empty(nq, dtype=np.float32)
     for i in range(nq):
         b = ask[i]
-        slack = np.float32(qn[b] * margin + 1e-6)
-        floor[i] = -np.inf if hn[b] == k else floor[i] - slack
-        cuts[i] = floor[i] if hn[b] < k else one - hd[b, 0] - slack
+        slacks[i] = qn[b] * margin + 1e-6
+        floor[i] = -np.inf if hn[b] == k else floor[i] - slacks[i]
+        cuts[i] = floor[i] if hn[b] < k else one - hd[b, 0] - slacks[i]
     for blk in range(nb + 1):  # the last, partial block has no top: it is always scanned
         lo = blk * _BLOCK
         hi = min(lo + _BLOCK, m)
@@ -173,7 +174,7 @@ def offer_screened(scores: np.ndarray, vecs: np.ndarray, rows: np.ndarray, q: np
                 if n < k or _worse(hdb[0], hrb[0], d, r):
                     n = _push(hdb, hrb, n, k, d, r)
                     if n == k:
-                        cut = max(floor[i], one - hdb[0] - np.float32(qn[b] * margin + 1e-6))
+                        cut = max(floor[i], one - hdb[0] - slacks[i])
             hn[b] = n
             cuts[i] = cut
 
