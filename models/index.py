@@ -334,6 +334,15 @@ class _Graph:
         self.limit = max(self.limit, room)
         return rows[holes].copy(), holes.astype(np.int64)
 
+    def replace(self, labels: IntArray, vecs: FloatArray) -> None:
+        """An ``exact`` band's elements ``labels`` overwritten with ``vecs`` where they are.
+        A rewrite that stays in its band then leaves no deleted place behind (each one used
+        to leave a zeroed place that every query scanned until a compaction) and needs no
+        new label."""
+        assert self.vecs is not None
+        self.vecs[labels] = vecs[:, : self.vecs.shape[1]]
+        self.note(vecs[:, : self.dim])
+
     def delete(self, labels: IntArray) -> None:
         """Mark ``labels`` deleted; an array's vectors are zeroed too, so that each scores
         exactly 0 and a block whose best score is positive has a live vector that scores it
@@ -806,15 +815,30 @@ class VectorIndex:
 
     def _write_locked(self, rows: IntArray, vecs: FloatArray, band: IntArray, touched: set[int],
                       bulk: bool = False) -> None:
-        """One chunk of ``write``: old elements marked deleted, new ones added, under the lock."""
+        """One chunk of ``write``, under the lock: a vector that stays in its array band is
+        overwritten where it is (``_Graph.replace``); elsewhere the old element is marked
+        deleted and a new one added."""
         present = self._label[rows] >= 0
+        old = self._band[rows]
         with self._lock:
-            for b in np.unique(self._band[rows[present]]).tolist():
-                mine = present & (self._band[rows] == b)
+            stays = present & (old == band)
+            for b in np.unique(band[stays]).tolist():
+                kept = self._graphs[b]
+                if not kept.exact:
+                    stays[band == b] = False  # a graph's element is replaced by delete + add
+                    continue
+                mine = stays & (band == b)
+                kept.replace(self._label[rows[mine]], vecs[mine])
+                if not bulk:
+                    kept.written += int(mine.sum())
+                touched.add(b)
+            moving = present & ~stays
+            for b in np.unique(old[moving]).tolist():
+                mine = moving & (old == b)
                 self._graphs[b].delete(self._label[rows[mine]])
                 touched.add(b)
-            for b in np.unique(band).tolist():
-                mine = band == b
+            for b in np.unique(band[~stays]).tolist():
+                mine = ~stays & (band == b)
                 g = self._graphs.get(b)
                 if g is None:
                     g = self._graphs[b] = self._new_graph(b, int(mine.sum()))
@@ -842,9 +866,9 @@ class VectorIndex:
 
     def _rebuild(self, band: int) -> None:
         """A fresh graph for ``band`` from its indexed vectors, built off the lock, swapped in."""
-        old = self._graphs[band].row_of_label
-        rows = np.sort(old[old >= 0])  # the band's live rows, without a pass over every row
-        if rows.size == 0:  # every vector moved to other bands
+        g_old = self._graphs[band]
+        live = g_old.live
+        if live == 0:  # every vector moved to other bands
             with self._lock:
                 del self._graphs[band]
             return
@@ -854,11 +878,9 @@ class VectorIndex:
         # with a margin; without enough counts, an array stays an array: a graph is built
         # only once queries show they need it). Counted, a 9k band asked by 38% of queries
         # still took a graph early on, when its writes had not begun.
-        g_old = self._graphs[band]
-        small = (1 if self._adaptive else 2) * len(rows) <= self.config.exact_below or band == _ONE
+        small = (1 if self._adaptive else 2) * live <= self.config.exact_below or band == _ONE
         pays = self._array_pays(g_old)
         exact = small or ((self._adaptive and g_old.exact) if pays is None else pays)
-        room = _room(len(rows))
         # The counts carry over, halved: a compaction soon after a decision still has them.
         counts = g_old.queries // 2, g_old.asked // 2, g_old.written // 2
         self.rebuilds += 1
@@ -868,11 +890,13 @@ class VectorIndex:
             # for the time of the copy), grown only if less than a quarter (plus the 64 of
             # ``_outgrown``) would be left: the next compaction comes at an eighth.
             with self._lock:
-                moved, labels = g_old.compact(len(rows) + len(rows) // 4 + 64)
+                moved, labels = g_old.compact(live + live // 4 + 64)
                 self._label[moved] = labels
             g_old.queries, g_old.asked, g_old.written = counts
             return
-        graph = self._new_graph(band, room, exact)
+        old = g_old.row_of_label
+        rows = np.sort(old[old >= 0])  # the band's live rows, without a pass over every row
+        graph = self._new_graph(band, _room(live), exact)
         graph.queries, graph.asked, graph.written = counts
         parts = [rows[part] for part in self._pieces(rows.size)]
         labels = np.concatenate([graph.add(p, self._lift(self._indexed[p], graph)) for p in parts])
