@@ -542,13 +542,11 @@ class VectorIndex:
         new_parts, moved_parts = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
         for part in self._pieces(r_all.size):
             r = r_all[part]
-            cur = table[r]
-            norm = np.linalg.norm(cur, axis=1)
-            present = self._label[r] >= 0
-            old = self._indexed[r]
-            drift = np.linalg.norm(cur - old, axis=1) / (np.linalg.norm(old, axis=1) + 1e-6)
-            new_parts.append(r[(norm > 0) & ~present])
-            far = present & (drift > self.config.drift_tol)
+            drift = np.empty(r.size, dtype=np.float64)
+            cur = np.ascontiguousarray(table[r], dtype=np.float32)
+            topk.drifts(cur, r, self._indexed, self._label, drift)
+            new_parts.append(r[drift == np.inf])
+            far = (drift > self.config.drift_tol) & (drift < np.inf)
             self._drift[r] = np.where(far, drift, 0.0)
             moved_parts.append(r[far])
         new = np.concatenate(new_parts)

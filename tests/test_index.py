@@ -919,3 +919,26 @@ def test_rewriting_rows_at_the_limit_keeps_the_one_band() -> None:
         assert merged.bands == 1 and -1 in merged._graphs
     _assert_exact(merged, table[:75], rng.normal(size=(3, dim)).astype(np.float32), 20)
 
+
+def test_drifts_are_numpys_relative_distances_and_mark_rows_not_indexed() -> None:
+    """``topk.drifts`` (what ``select_stale`` measures a refresh by) against numpy: the
+    relative distance from the indexed vector for an indexed row, +inf for a row not
+    indexed with a vector, -1 for one not indexed whose vector is all zeros, whatever the
+    order and repeats of the rows asked."""
+    rng = np.random.default_rng(21)
+    n, dim = 500, 9
+    indexed = rng.normal(size=(n, dim)).astype(np.float32)
+    label = np.where(rng.random(n) < 0.7, np.arange(n), -1).astype(np.int64)
+    rows = rng.integers(0, n, 300).astype(np.int64)
+    step = rng.normal(size=(300, dim)) * rng.uniform(0, 2, (300, 1))
+    cur = (indexed[rows] + step).astype(np.float32)
+    cur[::13] = 0.0
+    cur[::17] = indexed[rows[::17]]  # unchanged: drift 0
+    out = np.empty(300)
+    topk.drifts(cur, rows, indexed, label, out)
+    old = indexed[rows].astype(np.float64)
+    want = np.linalg.norm(cur - old, axis=1) / (np.linalg.norm(old, axis=1) + 1e-6)
+    zero = ~cur.any(axis=1)
+    want = np.where(label[rows] >= 0, want, np.where(zero, -1.0, np.inf))
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+    assert (out[::17][label[rows[::17]] >= 0] == 0).all() and (out == -1).any() and np.isinf(out).any()
