@@ -22,7 +22,8 @@ from streams.settings import Settings
 CORE_FIELDS = ("clicks_per_s", "learn_us_per_click", "recommend_us_per_click",
                "index_refresh_us_per_click", "p50_ms", "p99_ms", "peak_rss_mb", "bytes_per_item",
                "bruteforce_qps", "index_qps", "index_recall_at_20", "memory_vs_budget",
-               "staleness_p99_s", "staleness_max_s")
+               "staleness_p99_s", "staleness_max_s", "index_batch_us_per_query", "scan_floor_us_per_query",
+               "index_batch_vs_scan_floor")
 
 
 def lines_of(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
