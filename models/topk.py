@@ -144,7 +144,8 @@ def offer_screened(scores: np.ndarray, vecs: np.ndarray, rows: np.ndarray, q: np
     _block_tops(scores, tops, nb, nq)
     floor = np.full(nq, -np.inf, dtype=np.float32)
     if k > 0 and (hn[ask] < k).any():
-        floors(tops, k, _FLOOR_ROUNDS, floor)
+        # Fewer than k blocks (a small band): the floor from the vectors' own scores.
+        floors(tops if nb >= k else scores, k, _FLOOR_ROUNDS, floor)
     cuts = np.empty(nq, dtype=np.float32)
     slacks = np.empty(nq, dtype=np.float32)
     for i in range(nq):
@@ -210,41 +211,50 @@ def _block_tops(scores: np.ndarray, tops: np.ndarray, nb: int, nq: int) -> None:
 
 @_compiled(fastmath={"nnan"})
 def floors(tops: np.ndarray, k: int, rounds: int, out: np.ndarray) -> None:
-    """``out[i]``: a value that at least ``k`` (>= 1) of the positive ``tops[:, i]`` reach,
-    found by halving ``[0, largest]`` ``rounds`` times (-inf when fewer than ``k`` are
-    positive): each of those k blocks holds a live vector scoring at least that, so heap
-    ``i``'s k-th best ends at least that high, up to the products' rounding (the caller
-    subtracts the slack). Positive, because a deleted vector's place in an array is zeroed
-    (``_Graph.delete``) and scores exactly 0: a vector rewritten shorter would otherwise
-    leave its longer old copy behind, which could top every live one. Each round counts
-    across the queries in SIMD lanes: a quickselect per query (the k-th largest exactly)
-    took 3.5 us a query over 540 blocks, these 12 rounds about 0.5."""
+    """``out[i]``: a value that at least ``k`` (>= 1) of the nonzero ``tops[:, i]`` reach,
+    found by halving ``[smallest, largest]`` of them ``rounds`` times (-inf when fewer than
+    ``k`` are nonzero): each of those k blocks holds a live vector scoring at least that, so
+    heap ``i``'s k-th best ends at least that high, up to the products' rounding (the caller
+    subtracts the slack). Nonzero, because a deleted vector's place in an array is zeroed
+    (``_Graph.delete``) and scores exactly 0: a vector moved to another band would otherwise
+    leave its old copy behind, which could top every live one. A block whose top is 0 is
+    left out (its live vectors score at most 0, or exactly 0: a weaker floor, never a wrong
+    one). Negative tops count: with positive ones only, most queries of a session stream,
+    whose scores are nine in ten below 0, had no floor in bands under ~5.7k vectors and
+    scored every vector exactly. Each round counts across the queries in SIMD lanes: a
+    quickselect per query (the k-th largest exactly) took 3.5 us a query over 540 blocks,
+    these 12 rounds about 0.5."""
     nb, nq = tops.shape
-    lo = np.zeros(nq, dtype=np.float32)
-    hi = np.zeros(nq, dtype=np.float32)
+    lo = np.full(nq, np.inf, dtype=np.float32)
+    hi = np.full(nq, -np.inf, dtype=np.float32)
     mid = np.empty(nq, dtype=np.float32)
-    positive = np.zeros(nq, dtype=np.int64)
+    nonzero = np.zeros(nq, dtype=np.int64)
     count = np.empty(nq, dtype=np.int64)
     for blk in range(nb):
         t = tops[blk]
         for i in range(nq):
-            positive[i] += t[i] > 0
-            hi[i] = max(hi[i], t[i])
-    for _ in range(rounds):  # lo: at least k tops reach it (0: counted as positive ones)
+            if t[i] != 0:
+                nonzero[i] += 1
+                lo[i] = min(lo[i], t[i])
+                hi[i] = max(hi[i], t[i])
+    for i in range(nq):
+        if nonzero[i] < k:  # no floor: kept finite for the rounds' arithmetic
+            lo[i] = hi[i] = 0.0
+    for _ in range(rounds):  # lo: at least k nonzero tops reach it
         for i in range(nq):
             mid[i] = (lo[i] + hi[i]) * np.float32(0.5)
             count[i] = 0
         for blk in range(nb):
             t = tops[blk]
             for i in range(nq):
-                count[i] += t[i] >= mid[i]
+                count[i] += (t[i] >= mid[i]) & (t[i] != 0)
         for i in range(nq):
             if count[i] >= k:
                 lo[i] = mid[i]
             else:
                 hi[i] = mid[i]
     for i in range(nq):
-        out[i] = lo[i] if positive[i] >= k else -np.inf
+        out[i] = lo[i] if nonzero[i] >= k else -np.inf
 
 
 @_compiled()

@@ -326,26 +326,27 @@ def test_a_rewrite_that_stays_in_its_array_band_is_written_in_place() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 300), st.integers(1, 5), st.integers(0, 12), st.data())
-def test_a_floor_is_reached_by_k_positive_tops_and_close_to_the_kth(
+def test_a_floor_is_reached_by_k_nonzero_tops_and_close_to_the_kth(
         blocks: int, queries: int, rounds: int, data: st.DataObject) -> None:
-    """The floor behind the screen (``topk.floors``): at least k of a query's positive block
-    tops reach it, so it never prunes what the k-th best could be; with fewer than k
-    positive, none; and it ends within largest / 2**rounds of the k-th largest positive top
-    (ties, zeros and negatives included: small integers repeat)."""
+    """The floor behind the screen (``topk.floors``): at least k of a query's nonzero block
+    tops reach it, so it never prunes what the k-th best could be; a top of exactly 0 (a
+    deleted place) never counts; with fewer than k nonzero, none; and it ends within
+    (largest - smallest) / 2**rounds of the k-th largest nonzero top (ties, zeros and
+    negatives included: small integers repeat)."""
     k = data.draw(st.integers(1, blocks))
     values = data.draw(st.lists(st.integers(-5, 5), min_size=blocks * queries, max_size=blocks * queries))
     tops = np.asarray(values, dtype=np.float32).reshape(blocks, queries) / np.float32(4.0)
     out = np.empty(queries, dtype=np.float32)
     topk.floors(tops, k, rounds, out)
     for i in range(queries):
-        positive = np.sort(tops[:, i][tops[:, i] > 0])[::-1]
-        if len(positive) < k:
+        nonzero = np.sort(tops[:, i][tops[:, i] != 0])[::-1]
+        if len(nonzero) < k:
             assert out[i] == -np.inf
             continue
-        kth = positive[k - 1]
-        assert 0.0 <= out[i] <= kth
-        assert (positive >= out[i]).sum() >= k
-        assert kth - out[i] <= positive[0] * 2.0**-rounds
+        kth = nonzero[k - 1]
+        assert nonzero[-1] <= out[i] <= kth
+        assert (nonzero >= out[i]).sum() >= k
+        assert kth - out[i] <= (nonzero[0] - nonzero[-1]) * 2.0**-rounds
 
 
 @pytest.mark.parametrize(("exact_below", "one_band_below"), [(0, 0), (300, 0), (10_000, 0), (10_000, 8192)])
