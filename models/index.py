@@ -345,7 +345,7 @@ class _Graph:
 
     def delete(self, labels: IntArray) -> None:
         """Mark ``labels`` deleted; an array's vectors are zeroed too, so that each scores
-        exactly 0 and a block whose best score is positive has a live vector that scores it
+        exactly 0 and a block whose best score is nonzero has a live vector that scores it
         (``topk.offer_screened``'s floor)."""
         if self.hnsw is not None:
             for lab in labels.tolist():

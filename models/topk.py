@@ -123,7 +123,8 @@ def offer_screened(scores: np.ndarray, vecs: np.ndarray, rows: np.ndarray, q: np
 
     The best score of each block of ``_BLOCK`` vectors goes to ``tops`` (C-contiguous, of
     shape ``(len(vecs) // _BLOCK, len(ask))``); a heap not full yet is bounded before the
-    scan by ``floors`` from them. Filled in the vectors' order, such a heap kept raising its worst
+    scan by ``floors`` from them (from the scores themselves when the band has fewer than k
+    blocks). Filled in the vectors' order, such a heap kept raising its worst
     entry and took about k * ln(m / k) products on the way: 390 a query over 8.2k learned
     vectors at k = 64, about 90 with the floor. A full heap keeps its own cut. The scan
     takes a block at a time for every query (the block's scores and vectors stay in cache
