@@ -16,6 +16,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any, cast
 
 import faust
+from faust.types import ProducerT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.engine import Engine
@@ -24,7 +25,7 @@ from streams import metrics as m
 from streams import snapshot
 from streams.credentials import faust_credentials
 from streams.handler import ClickHandler, Incoming, Message
-from streams.outbox import Outbox, Record
+from streams.outbox import CheckedProducer, DeliveryFailed, Outbox, Record
 from streams.settings import Settings
 from streams.share import ModelSharing
 from streams.transport import consumer_urls
@@ -32,7 +33,15 @@ from streams.transport import consumer_urls
 log = logging.getLogger("sessionrec")
 settings = Settings.from_env()
 settings.limit_threads()
-app = faust.App(
+
+
+class App(faust.App):
+    def _new_producer(self) -> ProducerT:
+        """Faust's producer, checking the outbox after each flush (the one before a commit)."""
+        return CheckedProducer(outbox, self.transport, loop=self.loop, beacon=self.beacon)
+
+
+app = App(
     settings.app_id,
     broker=settings.broker,
     broker_consumer=consumer_urls(settings.broker, settings.fetch_max_wait_ms),
@@ -45,6 +54,7 @@ app = faust.App(
     web_in_thread=False,
     consumer_auto_offset_reset="earliest",
     producer_linger=settings.producer_linger_ms / 1000.0,
+    producer_request_timeout=settings.producer_request_timeout_s,
     broker_commit_every=1000,
     broker_commit_interval=1.0,
     broker_session_timeout=settings.group_session_timeout_s,
@@ -104,9 +114,26 @@ class SessionsTable(MutableMapping[bytes, dict]):
         return len(self.table.data)
 
 
+def delivery_failed(failure: DeliveryFailed) -> None:
+    """A batch of suggestions, session records, dead letters or changelog writes is lost:
+    stop the worker, which is restarted (k8s) and reads the clicks again from the last
+    commit, which ``CheckedProducer`` keeps before the loss. (The signal is the log line
+    and the restart: a counter would die with the process before a scrape.)"""
+    log.error("%s; the worker stops, and the clicks behind them are read again after the "
+              "last commit", failure)
+    global stopping
+    if not stopping:  # one crash (and its traceback) is enough
+        stopping = True
+        asyncio.ensure_future(app.crash(failure))
+
+
+stopping = False
+
+
 # Faust's aiokafka producer (made at start) and its partitioner (a None key: a random one).
 outbox = Outbox(lambda: cast(Any, app.producer)._ensure_producer(),
-                lambda topic, key: cast(Any, app.producer).key_partition(topic, key).partition)
+                lambda topic, key: cast(Any, app.producer).key_partition(topic, key).partition,
+                on_failure=delivery_failed)
 sessions = SessionsTable(sessions_by_visitor)
 
 

@@ -7,13 +7,20 @@ suggestion and the session's changelog write). Here a batch of clicks' messages 
 by topic partition and each group goes to aiokafka as one ``BatchBuilder``
 (``create_batch`` / ``send_batch``), the records appended by its compiled builder.
 
-At-least-once holds as with ``send_soon``: records are handed to aiokafka's accumulator
-before the agent's iteration ends (so before Faust acks its clicks), and Faust's commit
-first awaits ``producer.flush()``, which waits for every batch in that accumulator.
+At-least-once: records are handed to aiokafka's accumulator before the agent's iteration
+ends (so before Faust acks its clicks), and Faust's commit first awaits
+``producer.flush()``, which waits for every batch in that accumulator. That wait ends as
+well when a batch *fails* (aiokafka gives up after the producer's request timeout, or the
+broker refuses it), and Faust then commits the clicks whose output was lost; its own
+``send_soon`` only logs such a failure. So the outbox watches every batch it hands over:
+the first failure is kept (``failure``) and reported (``on_failure``), ``check`` raises it,
+and the worker's producer calls ``check`` after its flush, so no commit passes a lost
+record; the worker then stops, and its clicks are read again from the last commit.
 
 Order: records leave in the order they were ``put`` (one list, one flush at a time), so a
 session's changelog writes and its delete by the sweep reach the changelog in the order the
 table saw them, as they did through Faust's single buffer.
+
 """
 
 from __future__ import annotations
@@ -21,7 +28,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 Headers = list[tuple[str, bytes]]
 
@@ -36,20 +46,68 @@ class Record:
     """None: the producer's partitioner picks it from the key (as ``send`` would)."""
 
 
+class DeliveryFailed(RuntimeError):
+    """Records the producer could not confirm delivered (refused, or timed out: a request
+    sent to a broker that stopped answering may still land), so the inputs behind them must
+    not be committed: read again, they are answered again (at least once)."""
+
+    def __init__(self, topic: str, partition: int, records: int, cause: BaseException) -> None:
+        super().__init__(f"{records} records to {topic}[{partition}] were not confirmed delivered: {cause!r}")
+        self.topic = topic
+        self.partition = partition
+        self.records = records
+        self.cause = cause
+
+
 class Outbox:
     """``put`` records as they are made (no I/O), ``flush`` them to the producer in batches.
 
     ``producer``: the aiokafka producer, looked up at each flush (Faust creates it on start);
-    ``partition_of(topic, key)``: the partition the producer's partitioner gives a key."""
+    ``partition_of(topic, key)``: the partition the producer's partitioner gives a key;
+    ``on_failure``: called once per batch that fails, from the event loop."""
 
-    def __init__(self, producer: Callable[[], Any], partition_of: Callable[[str, bytes | None], int]) -> None:
+    def __init__(self, producer: Callable[[], Any], partition_of: Callable[[str, bytes | None], int],
+                 on_failure: Callable[[DeliveryFailed], None] | None = None) -> None:
         self.producer = producer
         self.partition_of = partition_of
+        self.on_failure = on_failure
         self.pending: list[Record] = []
+        self.failure: DeliveryFailed | None = None
+        """The first batch that failed; once set, nothing more is sent (what follows it
+        would reach the topics without it, e.g. a session's delete without its last write)."""
         self._lock = asyncio.Lock()
 
     def put(self, record: Record) -> None:
         self.pending.append(record)
+
+    def check(self) -> None:
+        """Raise the first delivery failure, if any: call it before committing inputs."""
+        if self.failure is not None:
+            raise self.failure
+
+    def _failed(self, topic: str, partition: int, records: int, cause: BaseException) -> None:
+        failure = DeliveryFailed(topic, partition, records, cause)
+        if self.failure is None:
+            self.failure = failure
+        if self.on_failure is not None:
+            self.on_failure(failure)
+
+    def _settled(self, topic: str, partition: int, records: int, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            self._failed(topic, partition, records, asyncio.CancelledError())
+        elif (cause := future.exception()) is not None:
+            self._failed(topic, partition, records, cause)
+
+    async def _send(self, producer: Any, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+        batch.close()
+        records = batch.record_count()
+        try:
+            future: asyncio.Future[Any] = await producer.send_batch(batch, topic, partition=partition)
+        except Exception as cause:  # e.g. an unknown partition, or the producer stopped
+            self._failed(topic, partition, records, cause)
+            raise DeliveryFailed(topic, partition, records, cause) from cause
+        future.add_done_callback(partial(self._settled, topic, partition, records))
+        return future
 
     async def flush(self) -> list[asyncio.Future[Any]]:
         """Hand every pending record to the producer, not waiting for delivery; returns the
@@ -60,6 +118,7 @@ class Outbox:
         every suggestion here, and made the next flush to the same partition wait for it."""
         sent: list[asyncio.Future[Any]] = []
         async with self._lock:
+            self.check()
             records, self.pending = self.pending, []
             if not records:
                 return sent
@@ -72,11 +131,23 @@ class Outbox:
                     batch = batches[(r.topic, p)] = producer.create_batch()
                 if batch.append(timestamp=None, key=r.key, value=r.value, headers=r.headers or []) is None:
                     # Full: send it, start another (an empty builder always takes one record).
-                    batch.close()
-                    sent.append(await producer.send_batch(batch, r.topic, partition=p))
+                    sent.append(await self._send(producer, batch, r.topic, p))
                     batch = batches[(r.topic, p)] = producer.create_batch()
                     batch.append(timestamp=None, key=r.key, value=r.value, headers=r.headers or [])
             for (topic, p), batch in batches.items():
-                batch.close()
-                sent.append(await producer.send_batch(batch, topic, partition=p))
+                sent.append(await self._send(producer, batch, topic, p))
         return sent
+
+
+class CheckedProducer(faust_aiokafka.Producer):
+    """Faust's producer, whose flush raises the outbox's delivery failure: Faust commits the
+    input offsets right after this flush returns (``Consumer._commit_offsets``), and must
+    not commit clicks whose output was lost. The commit fails instead, and the worker stops."""
+
+    def __init__(self, outbox: Outbox, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outbox = outbox
+
+    async def flush(self) -> None:
+        await super().flush()
+        self.outbox.check()

@@ -68,6 +68,10 @@ class Settings:
     """How long the worker's producer gathers the messages Faust sends itself (the model's
     deltas) into one request (Faust's default is 0). Suggestions, session writes and
     dead letters go out as whole batches (``streams.outbox``) and never wait for it."""
+    producer_request_timeout_s: float = 1200.0
+    """How long a produced batch may wait for the broker before it fails (Faust's default).
+    A failed batch of the worker's output stops the worker before its clicks are committed
+    (``streams.outbox``): a broker unreachable for longer than this restarts the worker."""
     batch_max: int = 64
     """Clicks the worker takes at once: each is learned in turn, then one index query
     answers them all (1: one click at a time)."""

@@ -1,19 +1,23 @@
 """The outbox on the real broker: what it sends arrives, each record on the partition the
 producer's own partitioner gives its key (or the one asked), in the order it was put, with
-its headers, across batches that overflow aiokafka's batch size."""
+its headers, across batches that overflow aiokafka's batch size; and what the broker never
+takes fails the producer's flush that Faust's commit waits on."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections import defaultdict
 from typing import Any
 
+import faust
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from streams.broker import ensure_topics
 from streams.local import LocalStack
-from streams.outbox import Outbox, Record
+from streams.outbox import CheckedProducer, DeliveryFailed, Outbox, Record
 from streams.watch import read_records
 
 pytestmark = pytest.mark.broker
@@ -111,3 +115,46 @@ def test_a_flush_is_sent_without_the_producers_linger(stack: LocalStack) -> None
     assert max(took) < 1.0, took
     assert [r.value for r in read_records(stack.address, "outbox-linger", until=lambda c: c >= 3,
                                           timeout=60)] == [b"m0", b"m1", b"m2"]
+
+
+async def lose_a_batch(address: str, broker_pid: int) -> list[DeliveryFailed]:
+    """One record delivered, then two sent while the broker is frozen for longer than the
+    producer's request timeout (1 s). Returns the failures the outbox reported."""
+    app = faust.App("outbox-check", broker=f"kafka://{address}", producer_request_timeout=1.0)
+    failures: list[DeliveryFailed] = []
+    outbox = Outbox(lambda: producer._ensure_producer(), lambda topic, key: 0,
+                    on_failure=failures.append)
+    producer = CheckedProducer(outbox, app.transport, loop=asyncio.get_running_loop(), beacon=app.beacon)
+    await producer.start()
+    try:
+        outbox.put(Record("outbox-lost", b"k", b"kept", partition=0))
+        await outbox.flush()
+        await producer.flush()  # delivered: the commit may go on
+        os.kill(broker_pid, signal.SIGSTOP)
+        try:
+            outbox.put(Record("outbox-lost", b"k", b"lost-1", partition=0))
+            outbox.put(Record("outbox-lost", b"k", b"lost-2", partition=0))
+            await outbox.flush()
+            # aiokafka's own flush returns once the batch has failed; this one must raise.
+            with pytest.raises(DeliveryFailed, match=r"2 records to outbox-lost\[0\]"):
+                await asyncio.wait_for(producer.flush(), 30)
+        finally:
+            os.kill(broker_pid, signal.SIGCONT)
+        outbox.put(Record("outbox-lost", b"k", b"after", partition=0))
+        with pytest.raises(DeliveryFailed):  # nothing more goes out after a loss
+            await outbox.flush()
+        return failures
+    finally:
+        await producer.stop()
+
+
+def test_a_lost_batch_fails_the_flush_before_a_commit(stack: LocalStack) -> None:
+    assert stack.broker is not None
+    ensure_topics(stack.settings(clicks_topic="outbox-lost", partitions=1))
+    failures = asyncio.run(lose_a_batch(stack.address, stack.broker.pid))
+    assert [(f.topic, f.partition, f.records) for f in failures] == [("outbox-lost", 0, 2)]
+    # A timed-out request may still land once the broker thaws (so: "not confirmed"), but
+    # nothing put after the failure does.
+    values = [r.value for r in read_records(stack.address, "outbox-lost", timeout=10, idle=3)]
+    assert values[0] == b"kept" and b"after" not in values, values
+
