@@ -133,7 +133,8 @@ stopping = False
 # Faust's aiokafka producer (made at start) and its partitioner (a None key: a random one).
 outbox = Outbox(lambda: cast(Any, app.producer)._ensure_producer(),
                 lambda topic, key: cast(Any, app.producer).key_partition(topic, key).partition,
-                on_failure=delivery_failed)
+                on_failure=delivery_failed,
+                exact_ends=frozenset({sessions_by_visitor.changelog_topic.get_topic_name()}))
 sessions = SessionsTable(sessions_by_visitor)
 
 

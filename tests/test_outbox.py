@@ -1,7 +1,8 @@
 """The outbox on the real broker: what it sends arrives, each record on the partition the
 producer's own partitioner gives its key (or the one asked), in the order it was put, with
 its headers, across batches that overflow aiokafka's batch size; and what the broker never
-takes fails the producer's flush that Faust's commit waits on."""
+takes fails the producer's flush that Faust's commit waits on; and a table's changelog
+reports its true end offset, which Faust's recovery reads up to."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import faust
 import pytest
 from aiokafka import AIOKafkaProducer
+from kafka import KafkaConsumer, TopicPartition
 
 from streams.broker import ensure_topics
 from streams.local import LocalStack
@@ -158,3 +160,40 @@ def test_a_lost_batch_fails_the_flush_before_a_commit(stack: LocalStack) -> None
     values = [r.value for r in read_records(stack.address, "outbox-lost", timeout=10, idle=3)]
     assert values[0] == b"kept" and b"after" not in values, values
 
+
+async def flush_rounds(address: str, topic: str, rounds: list[int]) -> None:
+    """``rounds[i]`` keyed records over the topic's partitions, one flush each."""
+    producer = AIOKafkaProducer(bootstrap_servers=address)
+    await producer.start()
+    try:
+        await producer.client._wait_on_metadata(topic)
+
+        def partition_of(topic: str, key: bytes | None) -> int:
+            part: int = producer._partition(topic, None, None, None, key, None)
+            return part
+
+        outbox = Outbox(lambda: producer, partition_of, exact_ends=frozenset({topic}))
+        for n in rounds:
+            for i in range(n):
+                outbox.put(Record(topic, f"v{i % 11}".encode(), b"state"))
+            await outbox.flush()
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def test_a_changelogs_end_offset_counts_every_record(stack: LocalStack) -> None:
+    # Without ``exact_ends`` the local broker reports the end of a partition whose last
+    # batch holds five records as four short of it, and a recovery stops there.
+    ensure_topics(stack.settings(clicks_topic="outbox-ends", partitions=3))
+    asyncio.run(flush_rounds(stack.address, "outbox-ends", [40, 1, 25, 7]))
+    per_partition: dict[int, int] = defaultdict(int)
+    for r in read_records(stack.address, "outbox-ends", until=lambda n: n >= 73, timeout=60):
+        per_partition[r.partition] += 1
+    assert sum(per_partition.values()) == 73
+    consumer = KafkaConsumer(bootstrap_servers=stack.address)
+    try:
+        ends = consumer.end_offsets([TopicPartition("outbox-ends", p) for p in range(3)])
+    finally:
+        consumer.close()
+    assert {tp.partition: int(end) for tp, end in ends.items()} == {p: per_partition[p] for p in range(3)}
