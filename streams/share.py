@@ -66,13 +66,20 @@ class Record:
 
 class DeltaReader:
     """Reads every partition of the deltas topic on a thread, from ``start`` offsets (the
-    beginning where none is given); ``ends`` are the topic's end offsets when it started."""
+    beginning where none is given); ``ends`` are the topic's end offsets when it started.
+
+    ``ends`` is set once the first fetch of every partition has answered, to the larger of
+    the ListOffsets answer and the fetch's high watermark: the local broker (tansu 0.6.0)
+    answers ListOffsets with the first offset of the last record batch + 1, and a worker
+    called itself caught up short of that batch's other deltas (README, *Delivery
+    semantics*). The fetch's high watermark is right there, and never below the true end."""
 
     def __init__(self, settings: Settings, start: dict[int, int]) -> None:
         self.settings = settings
         self.start_offsets = dict(start)
         self.records: queue.Queue[Record] = queue.Queue()
         self.ends: dict[int, int] | None = None
+        self._listed: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-deltas", daemon=True)
 
@@ -94,8 +101,18 @@ class DeltaReader:
         for p, offset in self.start_offsets.items():
             consumer.seek(TopicPartition(s.model_deltas_topic, p), offset)
         parts = consumer.assignment()
-        self.ends = {tp.partition: int(off) for tp, off in consumer.end_offsets(list(parts)).items()}
+        self._listed = {tp.partition: int(off) for tp, off in consumer.end_offsets(list(parts)).items()}
         return consumer
+
+    def _fetched_ends(self, consumer: Any) -> dict[int, int] | None:
+        """The ends, once a fetch has answered for every partition (None before)."""
+        ends = {}
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            if hw is None:
+                return None
+            ends[tp.partition] = max(int(hw), self._listed.get(tp.partition, 0))
+        return ends
 
     def _run(self) -> None:
         consumer = None
@@ -106,6 +123,8 @@ class DeltaReader:
                 for records in consumer.poll(timeout_ms=200).values():
                     for r in records:
                         self.records.put(Record(r.partition, r.offset, r.timestamp, r.value))
+                if self.ends is None:
+                    self.ends = self._fetched_ends(consumer)
             except TimeoutError as exc:  # the topic is not there (yet)
                 log.warning("waiting for %s: %s", self.settings.model_deltas_topic, exc)
             except Exception:  # noqa: BLE001 - the broker may be away: reconnect, never die
