@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models import item2vec
 from models.item2vec import Item2VecConfig, ItemVectors, VectorDelta
 from models.recommender import Recommender, RecommenderConfig
 
@@ -205,8 +206,10 @@ def test_a_direct_table_write_announced_by_will_write_is_shared() -> None:
     assert len(vec.share()) == 0 and row in vec.take_dirty()
 
 
-def test_the_shared_base_holds_only_the_rows_changed_since_the_last_share() -> None:
+def test_the_shared_base_holds_only_the_rows_changed_since_the_last_share(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The copy of what was last shared is kept per changed row, not for the whole table."""
+    monkeypatch.setattr(item2vec, "BASE_START", 1024)  # the buffers' own growth and shrink
     vec = ItemVectors(CFG)
     for s in sessions(8, 300, items=2000):
         learn(vec, s)
@@ -246,6 +249,29 @@ def test_the_shared_base_holds_only_the_rows_changed_since_the_last_share() -> N
     assert vec._base.cap == 1024
     learn(vec, vec.vocab.ids[:3])  # and learning goes on with the smaller buffers
     assert 0 < vec._base.n <= 3 * vec._base_room
+
+
+def test_a_large_catalogues_base_starts_with_its_room_and_keeps_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A base over a catalogue of ``BASE_START`` rows or more starts with that many slots and
+    input places, so the first clicks copy no buffers (each doubling from 1,024 copied the
+    whole base); a share that used few of them leaves them."""
+    monkeypatch.setattr(item2vec, "BASE_START", 8192)
+    vec = ItemVectors(CFG)
+    for i in range(20_000):
+        vec.upsert(f"i{i}")
+    base = vec._base
+    assert base.cap == base.in_cap == 8192
+    buffers = (base.w_out, base.w_in, base.rows)
+    for s in sessions(14, 400, items=20_000):
+        learn(vec, s)
+    assert 1024 < base.n < 8192
+    assert all(now is then for now, then in zip((base.w_out, base.w_in, base.rows), buffers,
+                                                strict=True))  # the same arrays: never resized
+    vec.share()
+    learn(vec, vec.vocab.ids[:3])
+    vec.share()
+    assert base.cap == base.in_cap == 8192
 
 
 def test_only_rows_whose_input_vector_moved_keep_a_copy_of_it() -> None:
