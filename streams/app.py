@@ -200,7 +200,7 @@ async def recommend_next(stream: Any) -> None:
     """Clicks, a batch at a time: each is dead-lettered, dropped as a duplicate, or learned
     in turn; then one index query answers the batch (``handler.handle_many``)."""
     await catch_up_model()
-    for topic in outputs.values():  # the outbox sends through aiokafka, which declares nothing
+    for topic in (*outputs.values(), model_deltas_topic):  # aiokafka (the outbox) declares nothing
         await topic.maybe_declare()
     async for events in stream.take_events(settings.batch_max, settings.batch_wait_s):
         batch = [Incoming(e.key, e.value, e.message.topic, e.message.partition, e.message.offset,
@@ -208,7 +208,7 @@ async def recommend_next(stream: Any) -> None:
         if batch:
             await publish(handler.handle_many(sessions, batch))
         if sharing.enabled and engine.model.share_due(settings.share_max_rows):
-            publish_deltas()  # one part a batch, as the timer's pass takes its turns
+            await publish_deltas()  # one part a batch, as the timer's pass takes its turns
 
 
 @app.timer(settings.sweep_interval_s)
@@ -255,17 +255,22 @@ async def share_model() -> None:
         return
     sharing.merge_into(engine.model)
     while True:  # in parts, each followed by a turn for the clicks (``share_part_rows``)
-        publish_deltas()
+        await publish_deltas()
         if not engine.model.sharing:
             return
         await asyncio.sleep(0)
 
 
-def publish_deltas() -> None:
+async def publish_deltas() -> None:
     """One part of what this worker learned, sent on the deltas topic. Called by the timer
-    and, when ``share_max_rows`` rows wait, by the agent between batches."""
+    and, when ``share_max_rows`` rows wait, by the agent between batches. Through the
+    outbox, as every output: a delta the broker does not confirm stops the worker (Faust's
+    ``send_soon`` only logged it, and the other workers never learned what it carried, nor
+    did this one when it restarted from its snapshot and the deltas after it)."""
+    key = sharing.worker.encode()
     for value in sharing.publish(engine.model):
-        model_deltas_topic.send_soon(key=sharing.worker.encode(), value=value)
+        outbox.put(Record(model_deltas_topic.get_topic_name(), key, value))
+    await outbox.flush()
 
 
 @app.timer(settings.snapshot_interval_s or 3600.0)

@@ -65,9 +65,10 @@ class Settings:
     the event loop. With it at 10 ms beside clicks at 10 ms the worker above measured
     57-78 ms at p50 instead of 38."""
     producer_linger_ms: float = 5.0
-    """How long the worker's producer gathers the messages Faust sends itself (the model's
-    deltas) into one request (Faust's default is 0). Suggestions, session writes and
-    dead letters go out as whole batches (``streams.outbox``) and never wait for it."""
+    """How long the worker's producer gathers the messages Faust sends itself into one
+    request (Faust's default is 0). None of the worker's outputs wait for it: suggestions,
+    session writes, dead letters and model deltas go out as whole batches
+    (``streams.outbox``)."""
     producer_request_timeout_s: float = 1200.0
     """How long a produced batch may wait for the broker before it fails (Faust's default).
     A failed batch of the worker's output stops the worker before its clicks are committed
