@@ -197,3 +197,28 @@ def test_a_changelogs_end_offset_counts_every_record(stack: LocalStack) -> None:
     finally:
         consumer.close()
     assert {tp.partition: int(end) for tp, end in ends.items()} == {p: per_partition[p] for p in range(3)}
+
+
+async def send_to_a_missing_partition(address: str, topic: str) -> tuple[list[DeliveryFailed], Any]:
+    """A record for a partition the topic does not have: aiokafka refuses it at once."""
+    producer = AIOKafkaProducer(bootstrap_servers=address)
+    await producer.start()
+    failures: list[DeliveryFailed] = []
+    try:
+        await producer.client._wait_on_metadata(topic)
+        outbox = Outbox(lambda: producer, lambda t, k: 0, on_failure=failures.append)
+        outbox.put(Record(topic, b"k", b"v", partition=7))
+        with pytest.raises(DeliveryFailed, match=r"1 records to outbox-refused\[7\]") as raised:
+            await outbox.flush()
+        with pytest.raises(DeliveryFailed):
+            outbox.check()  # the commit that follows is refused as well
+        return failures, raised.value
+    finally:
+        await producer.stop()
+
+
+def test_a_batch_refused_when_handed_over_fails_the_flush(stack: LocalStack) -> None:
+    ensure_topics(stack.settings(clicks_topic="outbox-refused", partitions=1))
+    failures, raised = asyncio.run(send_to_a_missing_partition(stack.address, "outbox-refused"))
+    assert [(f.topic, f.partition, f.records) for f in failures] == [("outbox-refused", 7, 1)]
+    assert isinstance(raised.cause, AssertionError)  # aiokafka: "Unrecognized partition"
