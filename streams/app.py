@@ -121,13 +121,8 @@ def delivery_failed(failure: DeliveryFailed) -> None:
     and the restart: a counter would die with the process before a scrape.)"""
     log.error("%s; the worker stops, and the clicks behind them are read again after the "
               "last commit", failure)
-    global stopping
-    if not stopping:  # one crash (and its traceback) is enough
-        stopping = True
+    if failure is outbox.failure:  # the first: one crash (and its traceback) is enough
         asyncio.ensure_future(app.crash(failure))
-
-
-stopping = False
 
 
 # Faust's aiokafka producer (made at start) and its partitioner (a None key: a random one).
@@ -146,7 +141,8 @@ sharing = ModelSharing.from_snapshot(settings, saved if restored is not None els
 del saved, restored
 log.info("compiled kernels loaded in %.2f s", warm_up(settings.recommender_config(), k=settings.k))
 handler = ClickHandler(settings, engine)
-outputs = {t.get_topic_name(): t for t in (recommendations_topic, sessions_topic, dlq_topic)}
+outputs = {t.get_topic_name(): t for t in (recommendations_topic, sessions_topic, dlq_topic,
+                                           model_deltas_topic)}
 m.init_labels()  # sessionrec_build_info is set by streams.metrics from the package version
 
 
@@ -200,7 +196,7 @@ async def recommend_next(stream: Any) -> None:
     """Clicks, a batch at a time: each is dead-lettered, dropped as a duplicate, or learned
     in turn; then one index query answers the batch (``handler.handle_many``)."""
     await catch_up_model()
-    for topic in (*outputs.values(), model_deltas_topic):  # aiokafka (the outbox) declares nothing
+    for topic in outputs.values():  # the outbox sends through aiokafka, which declares nothing
         await topic.maybe_declare()
     async for events in stream.take_events(settings.batch_max, settings.batch_wait_s):
         batch = [Incoming(e.key, e.value, e.message.topic, e.message.partition, e.message.offset,

@@ -72,7 +72,8 @@ class Outbox:
 
     ``producer``: the aiokafka producer, looked up at each flush (Faust creates it on start);
     ``partition_of(topic, key)``: the partition the producer's partitioner gives a key;
-    ``on_failure``: called once per batch that fails, from the event loop;
+    ``on_failure``: called once per batch that fails, from the event loop (the first
+    failure is ``failure`` by then);
     ``exact_ends``: topics whose end offsets are read (see the module's note)."""
 
     def __init__(self, producer: Callable[[], Any], partition_of: Callable[[str, bytes | None], int],
@@ -96,12 +97,13 @@ class Outbox:
         if self.failure is not None:
             raise self.failure
 
-    def _failed(self, topic: str, partition: int, records: int, cause: BaseException) -> None:
+    def _failed(self, topic: str, partition: int, records: int, cause: BaseException) -> DeliveryFailed:
         failure = DeliveryFailed(topic, partition, records, cause)
         if self.failure is None:
             self.failure = failure
         if self.on_failure is not None:
             self.on_failure(failure)
+        return failure
 
     def _settled(self, topic: str, partition: int, records: int, future: asyncio.Future[Any]) -> None:
         if future.cancelled():
@@ -115,8 +117,7 @@ class Outbox:
         try:
             future: asyncio.Future[Any] = await producer.send_batch(batch, topic, partition=partition)
         except Exception as cause:  # e.g. an unknown partition, or the producer stopped
-            self._failed(topic, partition, records, cause)
-            raise DeliveryFailed(topic, partition, records, cause) from cause
+            raise self._failed(topic, partition, records, cause) from cause
         future.add_done_callback(partial(self._settled, topic, partition, records))
         return future
 
