@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,17 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
             return int(resp.status), resp.read()
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read()
+
+
+def wait_until(check: Callable[[], object], timeout: float, what: str, detail: str = "") -> None:
+    """Poll ``check`` until it is true; AssertionError naming ``what`` (and ``detail``, e.g.
+    a worker's log tail) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{detail}")
 
 
 @dataclass
@@ -126,6 +139,17 @@ class LocalStack:
         w = Worker(proc, port, data, log_path)
         self.workers.append(w)
         return w
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The broker stopped (SIGSTOP) for the ``with`` block, then resumed: an outage that
+        keeps the in-memory broker's data, which killing it would lose."""
+        assert self.broker is not None
+        os.kill(self.broker.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.broker.pid, signal.SIGCONT)
 
     def stop_worker(self, w: Worker) -> None:
         stop_process(w.proc, timeout=30)

@@ -10,13 +10,11 @@ fetched before the freeze, or sessions its sweep closes during it."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 
 import pytest
 
-from streams.local import LocalStack
+from streams.local import LocalStack, wait_until
 from streams.produce import make_producer
 from streams.watch import read_records
 
@@ -27,43 +25,34 @@ GAP_S = 4.0
 TIMEOUT_S = 3.0
 
 
-def wait_for(predicate: object, timeout: float, what: str, log: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what} within {timeout:.0f} s\n{log}")
+def send(stack: LocalStack, clicks: list[dict[str, object]]) -> None:
+    producer = make_producer(stack.address)
+    for c in clicks:
+        producer.send("clicks", key=str(c["visitor_id"]).encode(), value=json.dumps(c).encode())
+    producer.flush()
+    producer.close()
 
 
 def test_clicks_whose_suggestions_were_lost_are_not_committed(stack: LocalStack) -> None:
     # The worker fetches ahead of what it has answered; frozen then, it answers the clicks it
     # holds into a producer that cannot deliver. The broker is thawed as soon as the first
     # batch fails, so a commit made after that failure would reach it.
-    assert stack.broker is not None
     env = {"SESSIONREC_PRODUCER_REQUEST_TIMEOUT_S": str(TIMEOUT_S)}
     first = stack.start_worker("committer", extra_env=env)
     first.wait_ready(180)
     now = time.time()
     clicks = [{"visitor_id": f"c{i % 500}", "item_id": f"i{i % 300}", "ts": now - 600 + i * 0.01,
                "event_id": f"c{i}"} for i in range(30_000)]
-    producer = make_producer(stack.address)
-    for c in clicks:
-        producer.send("clicks", key=str(c["visitor_id"]).encode(), value=json.dumps(c).encode())
-    producer.flush()
-    producer.close()
+    send(stack, clicks)
     answered: set[str] = set()
     for r in read_records(stack.address, "recommendations", timeout=120,
                           until=lambda n: n >= 1_000):
         answered.add(json.loads(r.value)["event_id"])
-    os.kill(stack.broker.pid, signal.SIGSTOP)
-    try:
-        wait_for(lambda: "were not confirmed delivered" in first.log_tail(400), TIMEOUT_S + 60,
-                 "no output was lost while the broker was frozen", first.log_tail())
-    finally:
-        os.kill(stack.broker.pid, signal.SIGCONT)
-    wait_for(lambda: first.proc.poll() is not None, 120,
-             "the worker went on after losing output", first.log_tail())
+    with stack.frozen():
+        wait_until(lambda: "were not confirmed delivered" in first.log_tail(400), TIMEOUT_S + 60,
+                   "a lost output while the broker was frozen", first.log_tail())
+    wait_until(lambda: first.proc.poll() is not None, 120,
+               "the worker to stop after losing output", first.log_tail())
     assert first.proc.returncode != 0, first.log_tail()
 
     second = stack.start_worker("recommitter", extra_env=env)
@@ -77,7 +66,6 @@ def test_clicks_whose_suggestions_were_lost_are_not_committed(stack: LocalStack)
 
 
 def test_lost_output_stops_the_worker_and_a_restart_publishes_it(stack: LocalStack) -> None:
-    assert stack.broker is not None
     env = {"SESSIONREC_SESSION_GAP_S": str(GAP_S),
            "SESSIONREC_PRODUCER_REQUEST_TIMEOUT_S": str(TIMEOUT_S)}
     first = stack.start_worker("lossy", extra_env=env)
@@ -85,11 +73,7 @@ def test_lost_output_stops_the_worker_and_a_restart_publishes_it(stack: LocalSta
     now = time.time()
     clicks = [{"visitor_id": f"v{i % VISITORS}", "item_id": f"i{i % 7}", "ts": now - 60 + i,
                "event_id": f"e{i}"} for i in range(3 * VISITORS)]
-    producer = make_producer(stack.address)
-    for c in clicks:
-        producer.send("clicks", key=str(c["visitor_id"]).encode(), value=json.dumps(c).encode())
-    producer.flush()
-    producer.close()
+    send(stack, clicks)
     want = {str(c["event_id"]) for c in clicks}
     answered: set[str] = set()
     for r in read_records(stack.address, "recommendations", timeout=120,
@@ -99,12 +83,9 @@ def test_lost_output_stops_the_worker_and_a_restart_publishes_it(stack: LocalSta
 
     # Frozen before the sweep closes the sessions (GAP_S after their last click arrived):
     # their records and the table's deletes wait in the producer until its timeout.
-    os.kill(stack.broker.pid, signal.SIGSTOP)
-    try:
-        wait_for(lambda: first.proc.poll() is not None, GAP_S + TIMEOUT_S + 60,
-                 "the worker went on after losing output", first.log_tail())
-    finally:
-        os.kill(stack.broker.pid, signal.SIGCONT)
+    with stack.frozen():
+        wait_until(lambda: first.proc.poll() is not None, GAP_S + TIMEOUT_S + 60,
+                   "the worker to stop after losing output", first.log_tail())
     assert first.proc.returncode != 0, first.log_tail()
     assert "sessions[" in first.log_tail(400) and "were not confirmed delivered" in first.log_tail(400)
 

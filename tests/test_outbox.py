@@ -7,8 +7,6 @@ reports its true end offset, which Faust's recovery reads up to."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from collections import defaultdict
 from typing import Any
 
@@ -119,10 +117,10 @@ def test_a_flush_is_sent_without_the_producers_linger(stack: LocalStack) -> None
                                           timeout=60)] == [b"m0", b"m1", b"m2"]
 
 
-async def lose_a_batch(address: str, broker_pid: int) -> list[DeliveryFailed]:
+async def lose_a_batch(stack: LocalStack) -> list[DeliveryFailed]:
     """One record delivered, then two sent while the broker is frozen for longer than the
     producer's request timeout (1 s). Returns the failures the outbox reported."""
-    app = faust.App("outbox-check", broker=f"kafka://{address}", producer_request_timeout=1.0)
+    app = faust.App("outbox-check", broker=f"kafka://{stack.address}", producer_request_timeout=1.0)
     failures: list[DeliveryFailed] = []
     outbox = Outbox(lambda: producer._ensure_producer(), lambda topic, key: 0,
                     on_failure=failures.append)
@@ -132,16 +130,13 @@ async def lose_a_batch(address: str, broker_pid: int) -> list[DeliveryFailed]:
         outbox.put(Record("outbox-lost", b"k", b"kept", partition=0))
         await outbox.flush()
         await producer.flush()  # delivered: the commit may go on
-        os.kill(broker_pid, signal.SIGSTOP)
-        try:
+        with stack.frozen():
             outbox.put(Record("outbox-lost", b"k", b"lost-1", partition=0))
             outbox.put(Record("outbox-lost", b"k", b"lost-2", partition=0))
             await outbox.flush()
             # aiokafka's own flush returns once the batch has failed; this one must raise.
             with pytest.raises(DeliveryFailed, match=r"2 records to outbox-lost\[0\]"):
                 await asyncio.wait_for(producer.flush(), 30)
-        finally:
-            os.kill(broker_pid, signal.SIGCONT)
         outbox.put(Record("outbox-lost", b"k", b"after", partition=0))
         with pytest.raises(DeliveryFailed):  # nothing more goes out after a loss
             await outbox.flush()
@@ -151,9 +146,8 @@ async def lose_a_batch(address: str, broker_pid: int) -> list[DeliveryFailed]:
 
 
 def test_a_lost_batch_fails_the_flush_before_a_commit(stack: LocalStack) -> None:
-    assert stack.broker is not None
     ensure_topics(stack.settings(clicks_topic="outbox-lost", partitions=1))
-    failures = asyncio.run(lose_a_batch(stack.address, stack.broker.pid))
+    failures = asyncio.run(lose_a_batch(stack))
     assert [(f.topic, f.partition, f.records) for f in failures] == [("outbox-lost", 0, 2)]
     # A timed-out request may still land once the broker thaws (so: "not confirmed"), but
     # nothing put after the failure does.

@@ -11,21 +11,12 @@ from collections import Counter, defaultdict
 import pytest
 
 from streams import snapshot
-from streams.local import LocalStack
+from streams.local import LocalStack, wait_until
 from streams.produce import make_producer
 from streams.watch import read_records
 
 pytestmark = pytest.mark.broker
 ENV = {"SESSIONREC_SHARE_INTERVAL_S": "0.5", "SESSIONREC_SNAPSHOT_INTERVAL_S": "1"}
-
-
-def wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def clicks(prefix: str, visitors: int, per_visitor: int, items: list[str], base: float) -> list[list[dict]]:
@@ -69,7 +60,7 @@ def test_a_newcomer_gets_the_model_and_both_learn_one_model(stack: LocalStack) -
     first.wait_ready(180)
     old = [f"old{i}" for i in range(20)]
     send_and_answer(stack, producer, clicks("n", 30, 4, old, time.time() - 3600))
-    wait_for(lambda: first.metric("sessionrec_model_delta_items_total") >= 20, 30, "first's deltas")
+    wait_until(lambda: first.metric("sessionrec_model_delta_items_total") >= 20, 30, "first's deltas")
 
     second = stack.start_worker("share-b", extra_env=ENV)
     second.wait_ready(180)
@@ -81,7 +72,8 @@ def test_a_newcomer_gets_the_model_and_both_learn_one_model(stack: LocalStack) -
     send_and_answer(stack, producer, clicks("m", 40, 3, new, time.time() - 1800))
     # Each worker saw only its partitions' clicks, and both know every item.
     for w in (first, second):
-        wait_for(lambda w=w: w.metric("sessionrec_vocabulary_items") == 50, 30, "all 50 items")
+        # (B023: the check runs here, before the loop moves on to the next worker)
+        wait_until(lambda: w.metric("sessionrec_vocabulary_items") == 50, 30, "all 50 items")  # noqa: B023
         assert w.metric('sessionrec_model_deltas_total{outcome="merged"}') > 0
     producer.close()
     for w in (first, second):  # the next test's group is its own two workers
@@ -98,7 +90,7 @@ def test_a_worker_shares_before_the_interval_once_enough_rows_wait(stack: LocalS
     published = 'sessionrec_model_delta_items_total{direction="published"}'
     assert w.metric(published) == 0
     send_and_answer(stack, producer, clicks("e", 30, 4, [f"e{i}" for i in range(40)], time.time() - 3600))
-    wait_for(lambda: w.metric(published) >= 20, 30, "deltas before the interval")
+    wait_until(lambda: w.metric(published) >= 20, 30, "deltas before the interval")
     producer.close()
     stack.stop_worker(w)
 
@@ -115,7 +107,7 @@ def test_a_sigkill_mid_stream_loses_no_click_and_no_session(stack: LocalStack) -
     items = [f"k{i}" for i in range(25)]
     rounds = clicks("v", 60, 12, items, time.time() - 3600)
     send_and_answer(stack, producer, rounds[:4])
-    wait_for(lambda: (w2.data_dir / snapshot.FILENAME).exists(), 30, "a snapshot")
+    wait_until(lambda: (w2.data_dir / snapshot.FILENAME).exists(), 30, "a snapshot")
     known = w2.metric("sessionrec_vocabulary_items")
 
     os.killpg(w2.proc.pid, signal.SIGKILL)  # mid-stream: the next rounds are on their way
