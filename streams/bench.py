@@ -358,22 +358,14 @@ def batch_vs_scan(model: Recommender, keys: npt.NDArray[np.float32], qs: npt.NDA
 def bench_core(path: str | None, clicks: int, items: int, dim: int, seed: int = 0,
                gensim: bool = True, curve: tuple[int, ...] | None = None,
                preload_items: int = 0, batches: tuple[int, ...] = (1,),
-               learn_rounds: int = 3) -> list[dict[str, Any]]:
+               learn_rounds: int = 3, curve_rounds: int = 1) -> list[dict[str, Any]]:
     """One JSON line for ``items``, or with ``curve`` one line per catalogue size: the model
     preloaded with the whole catalogue (``preload``), then the same timed stream of ``clicks``
-    clicks over it; ``curve_ratio_vs_smallest`` compares clicks/s with the smallest size's,
-    measured in the same process. With several ``batches``, one line per batch size on the
+    clicks over it (``bench_curve``). With several ``batches``, one line per batch size on the
     same stream, in this process, with ``batch_ratio_vs_first`` (clicks/s over the first's)."""
     if curve:
-        lines: list[dict[str, Any]] = []
-        for size in sorted(curve):
-            line = bench_core(path, clicks, size, dim, seed=seed, gensim=gensim, preload_items=size,
-                              batches=batches[:1], learn_rounds=learn_rounds)[0]
-            line["curve_items"] = size
-            base = lines[0]["clicks_per_s"] if lines else line["clicks_per_s"]
-            line["curve_ratio_vs_smallest"] = round(line["clicks_per_s"] / base, 4)
-            lines.append(line)
-        return lines
+        return bench_curve(path, clicks, dim, curve, seed=seed, gensim=gensim, batch=batches[0],
+                           learn_rounds=learn_rounds, rounds=curve_rounds)
     settings = Settings.from_env(dim=dim, seed=seed)
     stream = load_stream(path, clicks, items, seed)
     # Compiling (or loading from numba's cache) the kernels is a start-up cost, paid before
@@ -398,6 +390,41 @@ def bench_core(path: str | None, clicks: int, items: int, dim: int, seed: int = 
         out["machine"] = machine()
         out_lines.append(out)
     return out_lines
+
+
+def bench_curve(path: str | None, clicks: int, dim: int, sizes: tuple[int, ...], seed: int = 0,
+                gensim: bool = True, batch: int = 1, learn_rounds: int = 3,
+                rounds: int = 1) -> list[dict[str, Any]]:
+    """One line per catalogue size, smallest first, from ``rounds`` rounds that each run every
+    size in turn, in this process: the sizes of a round are measured minutes apart, not a
+    sitting apart. This machine's speed drifts by 2x between sittings, and the smallest size,
+    run first, took the drift alone: one run's 1M / 10k read 0.53 and the next 1.06.
+
+    The first round prints every figure (memory at its peak too: sizes only grow within it);
+    later rounds time the clicks only. ``curve_clicks_per_s_rounds`` and
+    ``curve_ratio_rounds`` list each round's; ``curve_ratio_vs_smallest`` is the median of
+    the rounds' ratios, ``curve_clicks_per_s_median`` the median of the size's clicks/s."""
+    order = sorted(sizes)
+    lines = [bench_core(path, clicks, size, dim, seed=seed, gensim=gensim, preload_items=size,
+                        batches=(batch,), learn_rounds=learn_rounds)[0] for size in order]
+    per_round = [[float(line["clicks_per_s"]) for line in lines]]
+    settings = Settings.from_env(dim=dim, seed=seed)
+    for _ in range(1, max(1, rounds)):
+        one = []
+        for size in order:
+            core = run_core(load_stream(path, clicks, size, seed), settings, preload_items=size, batch=batch)
+            del core["_model"]
+            one.append(float(core["clicks_per_s"]))
+        per_round.append(one)
+    for i, (size, line) in enumerate(zip(order, lines, strict=True)):
+        ratios = [r[i] / r[0] for r in per_round]
+        line["curve_items"] = size
+        line["curve_rounds"] = len(per_round)
+        line["curve_clicks_per_s_rounds"] = [r[i] for r in per_round]
+        line["curve_clicks_per_s_median"] = round(float(np.median([r[i] for r in per_round])), 1)
+        line["curve_ratio_rounds"] = [round(x, 4) for x in ratios]
+        line["curve_ratio_vs_smallest"] = round(float(np.median(ratios)), 4)
+    return lines
 
 
 def memory_budget(model: Recommender) -> dict[str, Any]:

@@ -176,6 +176,14 @@ def _counts(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _count(text: str) -> int:
+    """``--rounds 3`` -> 3 (one integer >= 1)."""
+    counts = _counts(text)
+    if len(counts) != 1:
+        raise argparse.ArgumentTypeError(f"expected one integer >= 1: {text!r}")
+    return counts[0]
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from streams.bench import bench_core, print_lines
 
@@ -183,10 +191,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.plot and not args.curve:
             print("--plot draws the --curve lines: give both", file=sys.stderr)
             return 2
+        if args.rounds != 1 and not args.curve:
+            print("--rounds repeats the --curve sizes: give both", file=sys.stderr)
+            return 2
         lines = bench_core(args.path, args.clicks, args.items, args.dim, seed=args.seed,
                            gensim=args.gensim,
                            curve=(args.sizes or (10_000, 100_000, 1_000_000)) if args.curve else None,
-                           batches=args.batch or (1,), learn_rounds=args.learn_rounds)
+                           batches=args.batch or (1,), learn_rounds=args.learn_rounds,
+                           curve_rounds=args.rounds)
         print_lines(lines)
         if args.plot:
             from streams.plots import plot_cost_curve
@@ -298,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "several: one line each, same run")
     bn.add_argument("--curve", action="store_true",
                     help="core: one JSON line per catalogue size 10k/100k/1M (catalogue preloaded)")
+    bn.add_argument("--rounds", type=_count, default=1,
+                    help="core --curve: run every size this many times, in turn (medians)")
     bn.add_argument("--plot", metavar="PNG", help="core --curve: draw clicks/s and p99 against size")
     bn.set_defaults(func=_cmd_bench)
 

@@ -42,14 +42,15 @@ def plot_hit_trace(traces: dict[str, list[bool]], path: str, k: int = 20, window
 
 
 def plot_cost_curve(lines: list[dict[str, Any]], path: str) -> None:
-    """``bench core --curve``: clicks/s and p99 (per batch of clicks, or per click at batch
-    1) against catalogue size (log x)."""
+    """``bench core --curve``: clicks/s (the rounds' median) and p99 (per batch of clicks,
+    or per click at batch 1; the first round's) against catalogue size (log x)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = sorted((int(line["curve_items"]), float(line["clicks_per_s"]), float(line["p99_ms"]))
+    pts = sorted((int(line["curve_items"]),
+                  float(line.get("curve_clicks_per_s_median", line["clicks_per_s"])), float(line["p99_ms"]))
                  for line in lines)
     if not pts:
         raise ValueError("no curve lines to plot")

@@ -61,6 +61,23 @@ def test_curve_preloads_each_size_and_plots(tmp_path: Path, capsys: pytest.Captu
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_curve_rounds_run_every_size_in_turn_and_report_medians(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "core", "--curve", "--sizes", "300,200", "--clicks", "200", "--dim", "8",
+                 "--batch", "8", "--no-gensim", "--rounds", "3"]) == 0
+    small, large = lines_of(capsys)
+    for line in (small, large):
+        rounds = line["curve_clicks_per_s_rounds"]
+        assert line["curve_rounds"] == 3 and len(rounds) == 3 and min(rounds) > 0
+        # The first round is the line's own full measurement.
+        assert rounds[0] == line["clicks_per_s"]
+        assert line["curve_clicks_per_s_median"] == pytest.approx(sorted(rounds)[1], abs=0.1)
+    ratios = [b / a for a, b in zip(small["curve_clicks_per_s_rounds"], large["curve_clicks_per_s_rounds"],
+                                    strict=True)]
+    assert large["curve_ratio_rounds"] == pytest.approx(ratios, abs=1e-3)
+    assert large["curve_ratio_vs_smallest"] == pytest.approx(sorted(ratios)[1], abs=1e-3)
+    assert small["curve_ratio_rounds"] == [1.0, 1.0, 1.0]
+
+
 WARM_THEN_RUN = """
 import json, numba
 from dataclasses import replace
@@ -112,6 +129,13 @@ def test_warm_up_compiles_every_kernel_the_timed_loop_calls() -> None:
 
 def test_plot_needs_the_curve(tmp_path: Path) -> None:
     assert main(["bench", "core", "--clicks", "10", "--plot", str(tmp_path / "x.png")]) == 2
+
+
+def test_rounds_need_the_curve_and_one_count_of_at_least_one() -> None:
+    assert main(["bench", "core", "--clicks", "10", "--rounds", "2"]) == 2
+    for bad in ("0", "2,3"):
+        with pytest.raises(SystemExit):
+            main(["bench", "core", "--curve", "--clicks", "10", "--rounds", bad])
 
 
 @pytest.mark.broker
