@@ -504,10 +504,19 @@ def share_pass(b_rows: np.ndarray, b_out: np.ndarray, b_counts: np.ndarray, b_in
     change there is zero. A sent slot is freed (its row -1 in ``b_rows`` and ``slot``: the
     tables are its base again); one kept back counts one more wait in ``held``. Returns how
     many were sent. numpy's version gathered, subtracted and reduced every slot's rows in
-    separate passes: 93-134 ms a share at 1M items, where 50k-123k rows change each second."""
+    separate passes: 93-134 ms a share at 1M items, where 50k-123k rows change each second.
+    A slot's table rows are scattered over the tables, so the next slot's are asked for
+    (``prefetch_row``) before this one's are read: 80k slots over 1M-row tables took 23 ms
+    instead of 46 (scratch timing, the same with 1 to 32 slots ahead)."""
     dim = b_out.shape[1]
     m = 0
+    if lo < hi and b_rows[lo] >= 0:
+        prefetch_row(w_in, b_rows[lo])
+        prefetch_row(w_out, b_rows[lo])
     for i in range(lo, hi):
+        if i + 1 < hi and b_rows[i + 1] >= 0:
+            prefetch_row(w_in, b_rows[i + 1])
+            prefetch_row(w_out, b_rows[i + 1])
         r = b_rows[i]
         if r < 0:  # freed earlier in this pass
             continue
