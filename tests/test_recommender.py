@@ -583,3 +583,16 @@ def test_an_upgrade_reads_the_snapshot_an_earlier_version_wrote(tmp_path: Path) 
     snapshot.save(model.state(), tmp_path)
     new = snapshot.read(tmp_path)
     assert new is not None and int(new["clicks_learned"][0]) == 6
+
+
+def test_index_keys_gathered_in_pieces_are_the_keys_gathered_at_once() -> None:
+    """Keys come in pieces (a bounded temporary at 1M rows); every row, in any order and
+    repeated, lands where a single gather puts it: its output vector, then log(1 + clicks)."""
+    rec = Recommender(RecommenderConfig(item2vec=Item2VecConfig(dim=8, seed=1)))
+    rec.learn_many([(f"i{j}", [f"i{j - 1}", f"i{j - 2}"]) for j in range(2, 40)])
+    vec = rec.vectors
+    rows = np.random.default_rng(0).integers(0, len(vec), 101)
+    expected = np.concatenate([vec.w_out[rows], np.log1p(vec.vocab.counts[rows])[:, None]], axis=1)
+    rec.keys.piece = 7
+    np.testing.assert_array_equal(rec.keys[rows], expected.astype(np.float32))
+    assert rec.keys[np.arange(0)].shape == (0, 9)
