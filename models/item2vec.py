@@ -307,11 +307,15 @@ class SharedBase:
 
     def _resize(self, cap: int, in_cap: int) -> None:
         """The slot buffers to ``cap`` slots and the input buffer to ``in_cap`` places (the
-        first ``n`` slots and the input places in use are kept)."""
-        self.rows, self.counts = _grown(self.rows, cap), _grown(self.counts, cap)
-        self.w_out, self.in_at = _grown(self.w_out, cap), _grown(self.in_at, cap)
-        self.held = _grown(self.held, cap)
-        self.w_in = _grown(self.w_in, in_cap)
+        first ``n`` slots and the input places in use are kept). Only those are copied: the
+        rest of a new buffer stays untouched zeros, which ``np.zeros`` maps without making
+        them resident (a base growing with the tables to 131,072 slots copied 65,536 unused
+        slots, 16 MiB in each vector buffer)."""
+        n, used_in = int(self.top[0]), int(self.top[1])
+        self.rows, self.counts = _grown(self.rows, cap, n), _grown(self.counts, cap, n)
+        self.w_out, self.in_at = _grown(self.w_out, cap, n), _grown(self.in_at, cap, n)
+        self.held = _grown(self.held, cap, n)
+        self.w_in = _grown(self.w_in, in_cap, used_in)
         self.cap, self.in_cap = cap, in_cap
         self.arrays = self._arrays()
 
@@ -758,8 +762,10 @@ class ItemVectors:
         return [ids[r] for r in np.asarray(rows, dtype=np.int64).tolist()]
 
 
-def _grown(a: npt.NDArray[Any], cap: int) -> npt.NDArray[Any]:
-    """``a`` with its first axis zero-padded (or cut) to ``cap`` rows."""
+def _grown(a: npt.NDArray[Any], cap: int, used: int | None = None) -> npt.NDArray[Any]:
+    """``a`` with its first axis zero-padded (or cut) to ``cap`` rows; with ``used``, only
+    its first ``used`` rows are copied (the rest of ``a`` is zeros)."""
     out = np.zeros((cap, *a.shape[1:]), dtype=a.dtype)
-    out[: min(len(a), cap)] = a[:cap]
+    keep = min(len(a), cap, len(a) if used is None else used)
+    out[:keep] = a[:keep]
     return out
