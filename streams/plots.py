@@ -57,7 +57,9 @@ def plot_cost_curve(lines: list[dict[str, Any]], path: str) -> None:
     items, cps, p99 = (list(col) for col in zip(*pts, strict=True))
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(items, cps, marker="o")
-    left.set_ylabel("clicks/s (learn + index refresh + recommend)")
+    rounds = int(lines[0].get("curve_rounds", 1))
+    left.set_ylabel("clicks/s (learn + index refresh + recommend)"
+                    + (f"\nmedian of {rounds} rounds" if rounds > 1 else ""))
     left.set_ylim(bottom=0)
     right.plot(items, p99, marker="o", color="tab:red")
     right.set_ylabel("p99 per batch of clicks, ms")
