@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from streams import snapshot
-from streams.local import LocalStack, wait_until
+from streams.local import LocalStack, Worker, wait_until
 from streams.produce import make_producer
 from streams.watch import read_records
 
@@ -32,8 +32,11 @@ def send(producer, batch: list[dict]) -> None:  # type: ignore[no-untyped-def]
     producer.flush()
 
 
-def answers(stack: LocalStack, want: set[str], timeout: float = 180) -> list[dict]:
-    """Every suggestion on the topic (repeats included) until each of ``want`` is answered."""
+def answers(stack: LocalStack, want: set[str], timeout: float = 180,
+            workers: tuple[Worker, ...] = ()) -> list[dict]:
+    """Every suggestion on the topic (repeats included) until each of ``want`` is answered.
+    If some never are, the failure says where they went: a second read of the topic, the
+    dead letters naming them, and each worker's clicks by outcome."""
     got: list[dict] = []
     seen: set[str] = set()
 
@@ -44,7 +47,18 @@ def answers(stack: LocalStack, want: set[str], timeout: float = 180) -> list[dic
         d = json.loads(r.value)
         got.append(d)
         seen.add(d["event_id"])
-    assert want <= seen, f"{len(want - seen)} clicks never answered"
+    missing = want - seen
+    if missing:
+        again = {json.loads(r.value)["event_id"]
+                 for r in read_records(stack.address, "recommendations", timeout=30, idle=5)}
+        dead = [r.value.decode(errors="replace")[:300]
+                for r in read_records(stack.address, "clicks-dlq", timeout=15, idle=3)
+                if any(m.encode() in r.value for m in missing)]
+        outcomes = [[line for line in w.metrics().splitlines() if line.startswith("sessionrec_clicks_total")]
+                    for w in workers if w.proc.poll() is None]
+        pytest.fail(f"{len(missing)} clicks never answered: {sorted(missing)[:10]}; found by a second "
+                    f"read: {sorted(missing & again)[:10]}; dead letters naming them: {dead[:5]}; "
+                    f"clicks by outcome: {outcomes}")
     return got
 
 
@@ -121,7 +135,7 @@ def test_a_sigkill_mid_stream_loses_no_click_and_no_session(stack: LocalStack) -
         send(producer, batch)
 
     want = {c["event_id"] for b in rounds for c in b}
-    got = answers(stack, want)
+    got = answers(stack, want, workers=(w1, w2b))
     mine = [d for d in got if d["event_id"] in want]
     repeats = len(mine) - len(want)
     twice = Counter(d["event_id"] for d in mine)
