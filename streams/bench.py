@@ -417,11 +417,12 @@ def bench_curve(path: str | None, clicks: int, dim: int, sizes: tuple[int, ...],
             one.append(float(core["clicks_per_s"]))
         per_round.append(one)
     for i, (size, line) in enumerate(zip(order, lines, strict=True)):
+        mine = [r[i] for r in per_round]
         ratios = [r[i] / r[0] for r in per_round]
         line["curve_items"] = size
         line["curve_rounds"] = len(per_round)
-        line["curve_clicks_per_s_rounds"] = [r[i] for r in per_round]
-        line["curve_clicks_per_s_median"] = round(float(np.median([r[i] for r in per_round])), 1)
+        line["curve_clicks_per_s_rounds"] = mine
+        line["curve_clicks_per_s_median"] = round(float(np.median(mine)), 1)
         line["curve_ratio_rounds"] = [round(x, 4) for x in ratios]
         line["curve_ratio_vs_smallest"] = round(float(np.median(ratios)), 4)
     return lines

@@ -52,7 +52,7 @@ def answers(stack: LocalStack, want: set[str], timeout: float = 180,
         again = {json.loads(r.value)["event_id"]
                  for r in read_records(stack.address, "recommendations", timeout=30, idle=5)}
         dead = [r.value.decode(errors="replace")[:300]
-                for r in read_records(stack.address, "clicks-dlq", timeout=15, idle=3)
+                for r in read_records(stack.address, stack.settings().dlq_topic, timeout=15, idle=3)
                 if any(m.encode() in r.value for m in missing)]
         outcomes = [[line for line in w.metrics().splitlines() if line.startswith("sessionrec_clicks_total")]
                     for w in workers if w.proc.poll() is None]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,6 +10,7 @@ from hypothesis import strategies as st
 from models import item2vec
 from models.item2vec import Item2VecConfig, ItemVectors, VectorDelta
 from models.recommender import Recommender, RecommenderConfig
+from streams.bench import rss_mb
 
 CFG = Item2VecConfig(dim=8, shared=True, replay_pairs=3, replay_buffer=50)
 
@@ -276,11 +275,6 @@ def test_a_large_catalogues_base_starts_with_its_room_and_keeps_it(
     assert base.cap == base.in_cap == 8192
 
 
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def test_a_growing_base_copies_only_the_slots_in_use() -> None:
     """A base grows with the tables to ``BASE_START`` slots. Copying its old buffers whole
     wrote their unused zeros into the new ones, resident for nothing (17 MiB in each vector
@@ -288,11 +282,11 @@ def test_a_growing_base_copies_only_the_slots_in_use() -> None:
     base = item2vec.SharedBase(64, 1024, enabled=True)
     base.grow_rows(70_000)
     assert base.cap == base.in_cap == 70_000 and base.n == 0
-    before = _resident_bytes()
+    before = rss_mb()
     base.grow_rows(2 * item2vec.BASE_START)
-    grew = _resident_bytes() - before
+    grew = rss_mb() - before
     assert base.cap == base.in_cap == item2vec.BASE_START
-    assert grew < 8 * 2**20, f"{grew / 2**20:.1f} MiB resident after the resize"
+    assert grew < 8, f"{grew:.1f} MiB resident after the resize"
 
 
 def test_only_rows_whose_input_vector_moved_keep_a_copy_of_it() -> None:
